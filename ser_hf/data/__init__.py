@@ -1,0 +1,1 @@
+"""Corpora: builders, decoding, splits, generated corpora."""
