@@ -1,1 +1,44 @@
-"""Corpora: builders, decoding, splits, generated corpora."""
+"""Corpora: builders, decoding, splits, generated corpora.
+
+    from ser_hf.data import load_corpus
+    corpus = load_corpus("emodb", "path/to/emodb")   # CorpusDict: train / validation / test + .info
+"""
+
+from ser_hf.data.audio import AudioDecodeError, decode_audio
+from ser_hf.data.corpus import CorpusDict, SplitInfo, load_corpus
+from ser_hf.data.labels import (
+    COMMON_LABELS,
+    CORPORA,
+    CORPUS_LABELS,
+    TO_COMMON,
+    check_corpus,
+    common_label,
+    common_label_index,
+    labels_of,
+)
+
+__all__ = [
+    "AudioDecodeError",
+    "COMMON_LABELS",
+    "CORPORA",
+    "CORPUS_LABELS",
+    "CorpusDict",
+    "SplitInfo",
+    "TO_COMMON",
+    "check_corpus",
+    "common_label",
+    "common_label_index",
+    "decode_audio",
+    "generate_corpus",
+    "labels_of",
+    "load_corpus",
+]
+
+
+def __getattr__(name):
+    # Lazy: the signal generator is only needed for tests and smoke runs.
+    if name == "generate_corpus":
+        from ser_hf.data.synthetic import generate_corpus
+
+        return generate_corpus
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

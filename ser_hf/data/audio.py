@@ -1,0 +1,104 @@
+"""Audio decoding from a plain pip install: soundfile reads, soxr resamples.
+
+datasets 4+ decodes ``Audio`` columns with torchcodec, which needs FFmpeg on the
+machine; we never use it. soundfile (libsndfile >= 1.1) reads WAV, FLAC, OGG and
+MP3 from its wheel alone, and soxr resamples with a high-quality polyphase filter.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+__all__ = ["AudioDecodeError", "decode_audio", "resample", "RESAMPLE_QUALITY"]
+
+# soxr's "HQ" preset: 20-bit precision, linear phase, 95% passband. Good enough for
+# 16 kHz speech models and 2-3x faster than "VHQ".
+RESAMPLE_QUALITY = "HQ"
+
+
+class AudioDecodeError(ValueError):
+    """A file that cannot be turned into samples: empty, truncated, unreadable or not audio."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"cannot decode audio file {self.path}: {reason}")
+
+    def __reduce__(self):  # keep (path, reason) across processes (datasets.map with num_proc)
+        return (type(self), (self.path, self.reason))
+
+
+def _wav_data_shortfall(path: Path) -> tuple[int, int] | None:
+    """(declared, present) bytes of a RIFF/WAVE file's data chunk when the file is cut off, else None.
+
+    Hand-written because libsndfile silently clamps the frame count to the bytes on
+    disk, so a WAV whose data was cut off during a copy would read as a shorter
+    clip without any error.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None  # RF64, W64 or not a WAV: nothing to check here
+        offset = 12
+        while offset + 8 <= size:
+            fh.seek(offset)
+            chunk_id, chunk_size = struct.unpack("<4sI", fh.read(8))
+            if chunk_id == b"data":
+                present = size - offset - 8
+                # 0 and 0xFFFFFFFF mean "unknown length" (files written while streaming).
+                if chunk_size not in (0, 0xFFFFFFFF) and chunk_size > present:
+                    return chunk_size, present
+                return None
+            offset += 8 + chunk_size + (chunk_size & 1)  # chunks are word-aligned
+    return None
+
+
+def resample(array: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Resample a mono float array with soxr; returns float32 (a no-op copy when rates match)."""
+    array = np.asarray(array, dtype=np.float32)
+    if orig_sr == target_sr:
+        return np.ascontiguousarray(array)
+    return soxr.resample(array, orig_sr, target_sr, quality=RESAMPLE_QUALITY).astype(np.float32, copy=False)
+
+
+def decode_audio(path: str | os.PathLike, sampling_rate: int | None = 16000) -> np.ndarray:
+    """Read ``path`` as mono float32 at ``sampling_rate`` Hz (None keeps the file's rate).
+
+    Multichannel audio is averaged to mono. Raises AudioDecodeError naming the file
+    for a missing, empty, truncated, unreadable or zero-length file.
+    """
+    if sampling_rate is not None and int(sampling_rate) <= 0:
+        raise ValueError(f"sampling_rate must be a positive number of Hz, got {sampling_rate!r}")
+    path = Path(path)
+    if not path.is_file():
+        raise AudioDecodeError(path, "no such file")
+    if path.stat().st_size == 0:
+        raise AudioDecodeError(path, "empty file (0 bytes)")
+    try:
+        shortfall = _wav_data_shortfall(path)
+    except (OSError, struct.error) as err:
+        raise AudioDecodeError(path, f"unreadable WAV header ({err})") from err
+    if shortfall is not None:
+        declared, present = shortfall
+        raise AudioDecodeError(
+            path, f"truncated: the header declares {declared} bytes of audio data but only {present} are present"
+        )
+    try:
+        data, file_sr = sf.read(path, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as err:
+        raise AudioDecodeError(path, f"not a readable audio file ({err})") from err
+    if data.shape[0] == 0:
+        raise AudioDecodeError(path, "zero-length audio (the file holds no samples)")
+    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if not np.isfinite(mono).all():
+        raise AudioDecodeError(path, "contains NaN or infinite samples")
+    if sampling_rate is None:
+        return np.ascontiguousarray(mono, dtype=np.float32)
+    return resample(mono, int(file_sr), int(sampling_rate))

@@ -1,0 +1,51 @@
+"""Shared fixtures: the real corpora beside the repo (skipped when absent) and small generated corpora."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path | None:
+    """``$SER_HF_SHARED_DATA`` or ``<repo>/../shared/data``; None when neither exists."""
+    env = os.environ.get("SER_HF_SHARED_DATA")
+    path = Path(env) if env else REPO.parent / "shared" / "data"
+    return path if path.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip("../shared/data not found: real-corpus tests need the shared corpora beside the repo "
+                    "(or SER_HF_SHARED_DATA pointing at them)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def generated(tmp_path_factory):
+    """Factory for generated corpora, cached per (corpus, speakers, per_class, seed) within the session."""
+    from ser_hf.data.synthetic import generate_corpus
+
+    made: dict[tuple, Path] = {}
+
+    def make(corpus: str, speakers: int = 4, per_class: int = 2, seed: int = 0, **kw) -> Path:
+        key = (corpus, speakers, per_class, seed, tuple(sorted(kw.items())))
+        if key not in made:
+            out = tmp_path_factory.mktemp(f"{corpus}_gen")
+            made[key] = generate_corpus(corpus, out, speakers=speakers, per_class=per_class, seed=seed, **kw)
+        return made[key]
+
+    return make
+
+
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch):
+    """A private datasets cache, so tests never read or pollute the user's."""
+    cache = tmp_path / "hf_cache"
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
+    return cache
