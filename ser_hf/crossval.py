@@ -1,0 +1,416 @@
+"""Cross-validation over folds: a resumable fold loop and a summary of finished fold runs.
+
+Everything here reads finished run folders (the "run folder contract": ``metrics.json`` +
+``predictions.csv``), so a summary can be rebuilt at any time without re-training, and a crashed
+cross-validation resumes at the first fold without a complete run folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from ser_hf.reporting import (
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    is_leaky,
+    plot_confusion_matrices,
+    read_predictions,
+    write_json,
+)
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_JSON = "crossval_summary.json"
+SUMMARY_MD = "crossval_summary.md"
+POOLED_CM_PNG = "confusion_matrix_pooled.png"
+
+# Splits whose folds partition the speakers: their test speakers must be disjoint across folds.
+FOLD_SPLITS = ("loso", "kfold")
+# Keys of metrics.json this module needs; anything else in the file is passed through untouched.
+REQUIRED_METRICS_KEYS = ("recipe", "corpus", "split", "fold", "seed", "speakers", "label_names", "test")
+REQUIRED_TEST_KEYS = ("macro_f1", "accuracy", "uar")
+REQUIRED_PREDICTION_COLUMNS = ("split", "corpus", "file", "speaker_id", "label", "prediction")
+# The headline numbers reported per fold, in this order.
+HEADLINE = ("macro_f1", "accuracy", "uar")
+HEADLINE_NAMES = {"macro_f1": "macro-F1", "accuracy": "accuracy", "uar": "UAR"}
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading finished run folders
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One finished run folder: its metrics.json and the test rows of its predictions.csv."""
+
+    run_dir: Path
+    metrics: dict
+    test_rows: tuple[dict, ...]
+
+    @property
+    def recipe(self) -> str:
+        return str(self.metrics["recipe"])
+
+    @property
+    def corpus(self) -> str:
+        return str(self.metrics["corpus"])
+
+    @property
+    def split(self) -> str:
+        return str(self.metrics["split"])
+
+    @property
+    def fold(self) -> int | None:
+        return self.metrics["fold"]
+
+    @property
+    def seed(self):
+        return self.metrics["seed"]
+
+    @property
+    def leaky(self) -> bool:
+        return is_leaky(self.metrics)
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.metrics["label_names"])
+
+    @property
+    def test_speakers(self) -> list[str]:
+        return sorted(str(s) for s in self.metrics["speakers"].get("test", []))
+
+    def headline(self, key: str) -> float:
+        return float(self.metrics["test"][key])
+
+    def clip_keys(self) -> list[tuple]:
+        """(fold, corpus, file) per test clip: the key that pairs clips across runs."""
+        return [(self.fold, r["corpus"], r["file"]) for r in self.test_rows]
+
+    def label_indices(self) -> tuple[np.ndarray, np.ndarray]:
+        """(references, predictions) of the test clips as indices into ``label_names``."""
+        index = {name: i for i, name in enumerate(self.label_names)}
+        refs, preds = [], []
+        for row in self.test_rows:
+            for column, out in (("label", refs), ("prediction", preds)):
+                name = row[column]
+                if name not in index:
+                    raise ValueError(
+                        f"{self.run_dir / PREDICTIONS_FILE}: {column} {name!r} of file {row['file']!r} is not one of "
+                        f"metrics.json label_names {self.label_names}; predictions.csv and metrics.json must come "
+                        "from the same run"
+                    )
+                out.append(index[name])
+        return np.asarray(refs, dtype=np.int64), np.asarray(preds, dtype=np.int64)
+
+
+def why_incomplete(run_dir: str | os.PathLike) -> str | None:
+    """None when ``run_dir`` holds a finished run (parseable metrics.json with test metrics and a
+    predictions.csv); otherwise the reason, so a fold loop can say why it re-runs a fold."""
+    run_dir = Path(run_dir)
+    metrics_path = run_dir / METRICS_FILE
+    if not metrics_path.is_file():
+        return f"{metrics_path} does not exist"
+    try:
+        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return f"{metrics_path} is unreadable ({err})"
+    if not isinstance(metrics, dict):
+        return f"{metrics_path} is not a JSON object"
+    missing = [k for k in REQUIRED_METRICS_KEYS if k not in metrics]
+    if missing:
+        return f"{metrics_path} lacks keys {missing}"
+    test = metrics["test"]
+    if not isinstance(test, dict) or any(k not in test for k in REQUIRED_TEST_KEYS):
+        return f"{metrics_path} 'test' lacks some of {list(REQUIRED_TEST_KEYS)}"
+    if not (run_dir / PREDICTIONS_FILE).is_file():
+        return f"{run_dir / PREDICTIONS_FILE} does not exist"
+    return None
+
+
+def load_run(run_dir: str | os.PathLike) -> RunResult:
+    """Read one finished run folder; a clear error says what is missing or malformed."""
+    run_dir = Path(run_dir)
+    reason = why_incomplete(run_dir)
+    if reason is not None:
+        raise FileNotFoundError(
+            f"{run_dir} is not a finished run folder: {reason}. A finished run holds metrics.json (with keys "
+            f"{list(REQUIRED_METRICS_KEYS)}) and predictions.csv; re-run it or drop it from the list."
+        )
+    metrics = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
+    if not isinstance(metrics["speakers"], dict) or "test" not in metrics["speakers"]:
+        raise ValueError(f"{run_dir / METRICS_FILE}: 'speakers' must be a dict with a 'test' list")
+    if not metrics["label_names"]:
+        raise ValueError(f"{run_dir / METRICS_FILE}: 'label_names' is empty")
+
+    pred_path = run_dir / PREDICTIONS_FILE
+    with pred_path.open(newline="", encoding="utf-8") as fh:
+        columns = next(csv.reader(fh), [])
+    missing = [c for c in REQUIRED_PREDICTION_COLUMNS if c not in columns]
+    if missing:
+        raise ValueError(f"{pred_path} lacks columns {missing} (has {columns}); see the run folder contract")
+    rows = tuple(row for row in read_predictions(pred_path) if row["split"] == "test")
+    if not rows:
+        raise ValueError(f"{pred_path} has no rows with split == 'test'; nothing to evaluate")
+    seen: set[tuple[str, str]] = set()
+    for row in rows:
+        key = (row["corpus"], row["file"])
+        if key in seen:
+            raise ValueError(f"{pred_path}: test clip {key[1]!r} of corpus {key[0]!r} appears twice")
+        seen.add(key)
+    return RunResult(run_dir=run_dir, metrics=metrics, test_rows=rows)
+
+
+def discover_runs(path: str | os.PathLike) -> list[Path]:
+    """A run folder itself, or (for a cross-validation folder) its direct sub-folders holding a
+    metrics.json, sorted by name. Lets ``runs=[dir,...]`` name either."""
+    path = Path(path)
+    if (path / METRICS_FILE).is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} does not exist; pass a run folder or a folder of fold run folders")
+    found = sorted(p for p in path.iterdir() if (p / METRICS_FILE).is_file())
+    if not found:
+        raise FileNotFoundError(f"{path} holds no metrics.json, nor do its sub-folders; is the run finished?")
+    return found
+
+
+def check_same_protocol(runs: Sequence[RunResult], what: str) -> list[RunResult]:
+    """Refuse a set of fold runs that are not folds of one experiment; return them sorted by fold.
+
+    ``what`` names the set in errors (e.g. "recipe 'cnn2d'").
+    """
+    if not runs:
+        raise ValueError(f"{what}: no run folders given")
+    first = runs[0]
+    for run in runs[1:]:
+        for field in ("recipe", "corpus", "split", "seed", "label_names", "leaky"):
+            a, b = getattr(first, field), getattr(run, field)
+            if a != b:
+                raise ValueError(
+                    f"{what}: runs disagree on {field!r}: {first.run_dir} has {a!r}, {run.run_dir} has {b!r}. "
+                    "Folds of one cross-validation must share recipe, corpus, split, seed and label set."
+                )
+    if len(runs) > 1:
+        folds = [r.fold for r in runs]
+        if any(f is None for f in folds):
+            raise ValueError(
+                f"{what}: several runs of split {first.split!r} without a fold number "
+                f"({[str(r.run_dir) for r in runs]}); only loso/kfold runs have several folds"
+            )
+        dupes = sorted({f for f in folds if folds.count(f) > 1})
+        if dupes:
+            dirs = [str(r.run_dir) for r in runs if r.fold in dupes]
+            raise ValueError(f"{what}: fold(s) {dupes} given more than once: {dirs}")
+        if first.split not in FOLD_SPLITS:
+            raise ValueError(
+                f"{what}: split {first.split!r} has one test set, so several runs of it are not folds; "
+                f"cross-validation needs split in {FOLD_SPLITS}"
+            )
+        for i, a in enumerate(runs):
+            for b in runs[i + 1:]:
+                shared = sorted(set(a.test_speakers) & set(b.test_speakers))
+                if shared:
+                    raise ValueError(
+                        f"{what}: test speakers {shared} are in both fold {a.fold} ({a.run_dir}) and fold {b.fold} "
+                        f"({b.run_dir}); {first.split} folds must have disjoint test speakers"
+                    )
+    return sorted(runs, key=lambda r: (r.fold is not None, r.fold if r.fold is not None else 0))
+
+
+# --------------------------------------------------------------------------------------------------
+# Metrics and plots
+# --------------------------------------------------------------------------------------------------
+
+
+def clip_metrics(refs: np.ndarray, preds: np.ndarray, label_names: Sequence[str]) -> dict:
+    """The project's one reporter (``ser_hf.metrics.compute_metrics``) plus ``per_class_f1`` as a list
+    in label order, so pooled numbers are defined exactly like each run's own metrics.json."""
+    from ser_hf.metrics import compute_metrics
+
+    metrics = compute_metrics(refs, preds, label_names)
+    metrics["per_class_f1"] = [metrics["per_class"][name]["f1"] for name in metrics["labels"]]
+    return metrics
+
+
+def mean_std(values: Iterable[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (ddof=1); std is None for a single value."""
+    arr = np.asarray(list(values), dtype=float)
+    if arr.size == 0:
+        raise ValueError("mean_std of no values")
+    std = float(arr.std(ddof=1)) if arr.size > 1 else None
+    return float(arr.mean()), std
+
+
+def fmt_mean_std(mean: float, std: float | None, digits: int = 3) -> str:
+    return f"{mean:.{digits}f}" if std is None or math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence]) -> list[str]:
+    lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+# --------------------------------------------------------------------------------------------------
+# Fold loop and summary
+# --------------------------------------------------------------------------------------------------
+
+
+def run_folds(
+    run_one: Callable[[int], Path],
+    folds: Sequence[int],
+    fold_dir: Callable[[int], Path],
+) -> list[Path]:
+    """Run every fold that has no finished run folder yet; return the fold run folders in ``folds`` order.
+
+    ``fold_dir(k)`` is where fold k's run lands; a fold whose folder already holds a complete run is
+    skipped, so re-invoking after a crash resumes where it stopped. ``run_one(k)`` trains and
+    evaluates fold k and returns its run folder.
+    """
+    run_dirs: list[Path] = []
+    for fold in folds:
+        expected = Path(fold_dir(fold))
+        reason = why_incomplete(expected)
+        if reason is None:
+            recorded = json.loads((expected / METRICS_FILE).read_text(encoding="utf-8"))["fold"]
+            if recorded != fold:
+                raise ValueError(
+                    f"{expected / METRICS_FILE} records fold {recorded!r} but fold_dir({fold}) points at it; "
+                    "fold_dir must give every fold its own folder"
+                )
+            logger.info("fold %s already done (%s); skipping", fold, expected)
+            run_dirs.append(expected)
+            continue
+        if expected.exists():
+            logger.info("fold %s: re-running because %s", fold, reason)
+        else:
+            logger.info("fold %s: running", fold)
+        got = Path(run_one(fold))
+        reason = why_incomplete(got)
+        if reason is not None:
+            raise RuntimeError(f"run_one({fold}) returned {got}, which is not a finished run folder: {reason}")
+        if got.resolve() != expected.resolve():
+            logger.warning(
+                "run_one(%s) wrote %s but fold_dir(%s) is %s; a later resume will not find this fold",
+                fold, got, fold, expected,
+            )
+        run_dirs.append(got)
+    return run_dirs
+
+
+def summarize_folds(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> dict:
+    """Per-fold and mean ± std of macro-F1 / accuracy / UAR, plus metrics of the pooled predictions.
+
+    Writes ``crossval_summary.json``, ``crossval_summary.md`` and ``confusion_matrix_pooled.png`` into
+    ``out_dir`` and returns the JSON content. Per-fold numbers are the runs' own metrics.json test
+    metrics; pooled numbers are recomputed from predictions.csv over all folds' test clips.
+    """
+    runs = [load_run(d) for d in run_dirs]
+    runs = check_same_protocol(runs, f"cross-validation of {runs[0].recipe!r}" if runs else "cross-validation")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    first = runs[0]
+    label_names = first.label_names
+    summary = summarize_runs(runs)
+
+    # Pooled confusion matrix is the sum of the per-fold ones; cross-check against metrics.json so a
+    # predictions.csv that does not match its metrics.json is noticed.
+    for run, row in zip(runs, summary["folds"]):
+        recorded = run.metrics["test"].get("confusion_matrix")
+        if recorded is not None and np.asarray(recorded).tolist() != row["confusion_matrix"]:
+            logger.warning("%s: confusion matrix in metrics.json differs from the one of predictions.csv",
+                           run.run_dir)
+
+    result = {
+        "recipe": first.recipe,
+        "corpus": first.corpus,
+        "split": first.split,
+        "seed": first.seed,
+        "leaky": first.leaky,
+        "label_names": label_names,
+        "n_folds": len(runs),
+        "std_ddof": 1,
+        **summary,
+        "run_dirs": [os.path.relpath(r.run_dir, out_dir) for r in runs],
+    }
+    write_json(out_dir / SUMMARY_JSON, result)
+    # reporting's plot takes a run-shaped dict; the pooled metrics stand in as the "test" split.
+    plot_confusion_matrices(
+        {"recipe": f"{first.recipe} ({len(runs)} fold(s) pooled)", "corpus": first.corpus, "split": first.split,
+         "leaky": first.leaky, "test": summary["pooled"]},
+        out_dir / POOLED_CM_PNG,
+    )
+    (out_dir / SUMMARY_MD).write_text(_summary_markdown(result), encoding="utf-8")
+    logger.info("cross-validation summary written to %s", out_dir / SUMMARY_MD)
+    return result
+
+
+def summarize_runs(runs: Sequence[RunResult]) -> dict:
+    """The numbers of a cross-validation (no files): per-fold rows, mean/std, pooled metrics.
+
+    ``runs`` must already be checked by :func:`check_same_protocol`.
+    """
+    label_names = runs[0].label_names
+    folds, all_refs, all_preds = [], [], []
+    for run in runs:
+        refs, preds = run.label_indices()
+        all_refs.append(refs)
+        all_preds.append(preds)
+        fold_cm = clip_metrics(refs, preds, label_names)["confusion_matrix"]
+        folds.append({
+            "fold": run.fold,
+            "test_speakers": run.test_speakers,
+            **{k: run.headline(k) for k in HEADLINE},
+            "n_test_clips": len(run.test_rows),
+            "train_seconds": run.metrics.get("train_seconds"),
+            "confusion_matrix": fold_cm,
+        })
+    mean, std = {}, {}
+    for key in HEADLINE:
+        mean[key], std[key] = mean_std(f[key] for f in folds)
+    pooled = clip_metrics(np.concatenate(all_refs), np.concatenate(all_preds), label_names)
+    pooled["n_clips"] = int(sum(f["n_test_clips"] for f in folds))
+    return {"folds": folds, "mean": mean, "std": std, "pooled": pooled}
+
+
+def _summary_markdown(s: dict) -> str:
+    names = s["label_names"]
+    lines = [f"# Cross-validation: {s['recipe']}", ""]
+    lines.append(f"Corpus **{s['corpus']}**, split **{s['split']}**, seed {s['seed']}, {s['n_folds']} fold(s), "
+                 f"{s['pooled']['n_clips']} test clips in all.")
+    if s["leaky"]:
+        lines.append("")
+        lines.append("**Warning: leaky split** (random split: the same speakers are in train and test), so these "
+                     "numbers overstate speaker-independent performance.")
+    lines += ["", "## Per fold", ""]
+    lines += markdown_table(
+        ["fold", "test speakers", "macro-F1", "accuracy", "UAR", "test clips"],
+        [[f["fold"], " ".join(f["test_speakers"]), f"{f['macro_f1']:.3f}", f"{f['accuracy']:.3f}",
+          f"{f['uar']:.3f}", f["n_test_clips"]] for f in s["folds"]],
+    )
+    lines += ["", "## Mean ± std over folds", ""]
+    lines += markdown_table(
+        [HEADLINE_NAMES[k] for k in HEADLINE],
+        [[fmt_mean_std(s["mean"][k], s["std"][k]) for k in HEADLINE]],
+    )
+    lines += ["", "std is the sample standard deviation over folds (ddof=1); with one fold it is not defined."]
+    p = s["pooled"]
+    lines += ["", "## Pooled over folds", "",
+              f"All folds' test predictions taken together: macro-F1 {p['macro_f1']:.3f}, accuracy "
+              f"{p['accuracy']:.3f}, UAR {p['uar']:.3f}. The confusion matrix below is the sum of the per-fold "
+              "ones (rows = true, columns = predicted).", ""]
+    lines += markdown_table(["true \\ predicted", *names],
+                       [[n, *row] for n, row in zip(names, p["confusion_matrix"])])
+    lines += ["", "Per-class F1 (pooled): " + ", ".join(f"{n} {v:.3f}" for n, v in zip(names, p["per_class_f1"])),
+              "", f"![pooled confusion matrix]({POOLED_CM_PNG})", ""]
+    return "\n".join(lines)
