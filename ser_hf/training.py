@@ -1,0 +1,790 @@
+"""The one Accelerate training loop every neural model family uses.
+
+The loop knows nothing about features: it takes torch ``DataLoader``\\ s whose batches are dicts
+
+- ``input_values`` (+ optional ``attention_mask`` or any other tensor the model's ``forward`` takes),
+- ``labels``: int64 class indices (required for training and scoring),
+- ``clip_id``: int64, the clip a row (window / chunk) belongs to (required for evaluation/prediction).
+
+The model is called with every *tensor* entry except ``labels`` and ``clip_id`` and must return an
+object with ``.logits``; the loss is computed here from the logits (:mod:`ser_hf.losses`), so one recipe
+switch changes the criterion for every family. Validation/test scores are per clip: window logits are
+averaged per ``clip_id`` (gathered across processes, padding duplicates dropped) before arg-max.
+
+Reproducibility: at the start of epoch ``e`` every RNG (python, numpy, torch, the sampler's generator)
+is reseeded from ``(seed, e)``, and the loader's ``set_epoch(e)`` is called (which forwards to a
+dataset's ``set_epoch``). The order and randomness of epoch ``e`` therefore never depends on what ran
+before, which is what makes ``resume=True`` end with exactly the metrics of an uninterrupted run.
+
+Launching: ``python script.py`` and ``accelerate launch script.py`` run one process;
+``accelerate launch --multi_gpu --num_processes N script.py`` runs DDP on N GPUs. On a machine without
+GPUs DDP over CPU processes (gloo) needs ``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu
+--num_processes N script.py`` (``--multi_gpu`` alone starts N processes that each think they are alone,
+which :func:`check_launch` refuses; ``--cpu`` alone starts one process).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, SequentialSampler
+
+from .losses import LOSSES, build_loss
+
+logger = logging.getLogger(__name__)
+
+OPTIMIZERS = ("adam", "adamw", "rmsprop")
+SCHEDULERS = ("plateau", "cosine", "linear", "none")
+PLATEAU_MONITORS = ("val_loss", "val_macro_f1")
+MIXED_PRECISION = ("no", "bf16", "fp16")
+TRACKERS = ("tensorboard", "wandb")
+# Batch entries that are targets/bookkeeping, never model inputs.
+NON_MODEL_KEYS = ("labels", "clip_id")
+STATE_FILE = "trainer_state.json"
+BEST_FILE = "best.json"
+# Config keys that may change between an interrupted run and its resumption without changing results.
+_RESUME_FREE_KEYS = {"max_epochs", "early_stopping_patience", "log_with", "num_workers", "progress_bar",
+                     "eval_batch_size"}
+
+
+@dataclass
+class TrainerConfig:
+    """The recipe's ``trainer:`` section. Build with :meth:`from_dict` (unknown keys are errors)."""
+
+    max_epochs: int = 30
+    batch_size: int = 32
+    eval_batch_size: int | None = None  # None: batch_size
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"  # adam | adamw | rmsprop (torch.optim; weight_decay as torch defines it)
+    weight_decay: float = 0.0
+    l1: float = 0.0  # coefficient of sum|W| over weight matrices/kernels (params with ndim >= 2)
+    scheduler: str = "none"  # plateau (per epoch) | cosine | linear (per optimizer step, with warm-up) | none
+    plateau_patience: int = 3
+    plateau_factor: float = 0.5
+    plateau_monitor: str = "val_loss"  # val_loss | val_macro_f1 (train loss when there is no validation)
+    warmup_ratio: float = 0.0  # cosine/linear only: fraction of all optimizer steps spent warming up
+    warmup_steps: int = 0  # cosine/linear only: overrides warmup_ratio when > 0
+    loss: str = "ce"  # ce | weighted_ce | focal
+    focal_alpha: Any = None  # None | float | [one weight per class] | "balanced" (uses class_weights)
+    focal_gamma: float = 2.0
+    label_smoothing: float = 0.0
+    grad_accum_steps: int = 1
+    mixed_precision: str = "no"  # no | bf16 | fp16 (Accelerate autocast)
+    early_stopping_patience: int | None = None  # epochs without a better val macro-F1; None/0: off
+    max_grad_norm: float | None = None
+    log_with: str | None = "tensorboard"  # tensorboard | wandb | None
+    num_workers: int = 0  # used by make_dataloader
+    seed: int = 0
+    # Separate learning rates: {parameter-name prefix: lr}, e.g. {"classifier": 1e-3, "projector": 1e-3}
+    # while the rest (the encoder) uses learning_rate. A prefix matches whole dotted components.
+    group_learning_rates: dict = field(default_factory=dict)
+    # Parameters under these prefixes stay frozen for the first freeze_steps optimizer steps
+    # (e.g. train the new head before touching a pre-trained encoder).
+    freeze_steps: int = 0
+    freeze_prefixes: list = field(default_factory=list)
+    progress_bar: bool = True  # tqdm on the main process
+
+    def __post_init__(self):
+        def bad(key, problem):
+            raise ValueError(f"trainer.{key}={getattr(self, key)!r}: {problem}")
+
+        def choice(key, options):
+            if getattr(self, key) not in options:
+                bad(key, f"choose one of {list(options)}")
+
+        if self.scheduler is None:
+            self.scheduler = "none"
+        if isinstance(self.log_with, str) and self.log_with.lower() in ("none", "null", ""):
+            self.log_with = None
+        if self.early_stopping_patience == 0:
+            self.early_stopping_patience = None
+        choice("optimizer", OPTIMIZERS)
+        choice("scheduler", SCHEDULERS)
+        choice("plateau_monitor", PLATEAU_MONITORS)
+        choice("loss", LOSSES)
+        choice("mixed_precision", MIXED_PRECISION)
+        if self.log_with is not None:
+            choice("log_with", TRACKERS)
+        for key in ("max_epochs", "batch_size", "grad_accum_steps"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                bad(key, "must be an integer >= 1")
+        if self.eval_batch_size is not None and (not isinstance(self.eval_batch_size, int) or self.eval_batch_size < 1):
+            bad("eval_batch_size", "must be an integer >= 1 or null (= batch_size)")
+        for key in ("learning_rate", "weight_decay", "l1", "focal_gamma", "warmup_ratio", "label_smoothing"):
+            if not isinstance(getattr(self, key), (int, float)) or getattr(self, key) < 0:
+                bad(key, "must be a number >= 0")
+        if not self.label_smoothing < 1:
+            bad("label_smoothing", "must be < 1")
+        if not self.warmup_ratio < 1:
+            bad("warmup_ratio", "must be < 1 (a fraction of all optimizer steps)")
+        if not 0 < self.plateau_factor < 1:
+            bad("plateau_factor", "must lie strictly between 0 and 1")
+        for key in ("plateau_patience", "warmup_steps", "num_workers", "freeze_steps"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 0:
+                bad(key, "must be an integer >= 0")
+        if self.early_stopping_patience is not None and (
+                not isinstance(self.early_stopping_patience, int) or self.early_stopping_patience < 0):
+            bad("early_stopping_patience", "must be an integer >= 1, or null/0 to disable early stopping")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            bad("max_grad_norm", "must be > 0 or null (no clipping)")
+        if (self.warmup_ratio > 0 or self.warmup_steps > 0) and self.scheduler not in ("cosine", "linear"):
+            bad("scheduler", "warmup_ratio/warmup_steps only apply to scheduler 'cosine' or 'linear'; "
+                             "set the scheduler or drop the warm-up")
+        if not isinstance(self.group_learning_rates, Mapping) or not all(
+                isinstance(v, (int, float)) and v >= 0 for v in self.group_learning_rates.values()):
+            bad("group_learning_rates", "must map parameter-name prefixes to learning rates >= 0")
+        self.group_learning_rates = {str(k): float(v) for k, v in self.group_learning_rates.items()}
+        if isinstance(self.freeze_prefixes, str):
+            self.freeze_prefixes = [self.freeze_prefixes]
+        self.freeze_prefixes = [str(p) for p in self.freeze_prefixes]
+        if self.freeze_steps > 0 and not self.freeze_prefixes:
+            bad("freeze_steps", "needs freeze_prefixes (which parameters to keep frozen for the first steps)")
+        if self.freeze_prefixes and self.freeze_steps == 0:
+            bad("freeze_prefixes", "has no effect with freeze_steps=0; set freeze_steps (permanent freezing "
+                                   "belongs to the model, e.g. requires_grad=False)")
+
+    @property
+    def eval_batch(self) -> int:
+        return self.eval_batch_size or self.batch_size
+
+    @classmethod
+    def from_dict(cls, d: Mapping | None) -> "TrainerConfig":
+        """Build from a mapping (plain dict or OmegaConf DictConfig); unknown keys raise ValueError."""
+        if d is None:
+            return cls()
+        try:
+            from omegaconf import DictConfig, OmegaConf
+
+            if isinstance(d, DictConfig):
+                d = OmegaConf.to_container(d, resolve=True)
+        except ImportError:  # pragma: no cover - omegaconf is a dependency
+            pass
+        if not isinstance(d, Mapping):
+            raise ValueError(f"trainer config must be a mapping of options, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown trainer option(s) {unknown}; valid options: {sorted(known)}")
+        return cls(**dict(d))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` returns. ``best_epoch`` is 1-based; with no validation it is the last
+    epoch and ``best_metric`` is None."""
+
+    best_epoch: int
+    best_metric: float | None
+    history: list[dict]
+    train_seconds: float
+    stopped_early: bool
+    epochs_completed: int
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A 32-bit seed for epoch ``epoch`` of a run seeded ``seed`` (SeedSequence mixes both, so
+    (seed=0, epoch=1) and (seed=1, epoch=0) do not collide)."""
+    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0])
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: torch seeds each worker, numpy/random are seeded from it
+    (recipe from the PyTorch reproducibility notes), so worker-side augmentation is reproducible."""
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)
+    random.seed(s)
+
+
+def make_dataloader(dataset, cfg: TrainerConfig, train: bool, collate_fn=None) -> DataLoader:
+    """A loader with the trainer's conventions: shuffled for training, in order for evaluation,
+    nothing dropped, non-persistent workers seeded by :func:`seed_worker`."""
+    return DataLoader(dataset, batch_size=cfg.batch_size if train else cfg.eval_batch, shuffle=train,
+                      num_workers=cfg.num_workers, collate_fn=collate_fn, drop_last=False,
+                      worker_init_fn=seed_worker if cfg.num_workers > 0 else None)
+
+
+def aggregate_clips(clip_ids, logits, labels=None):
+    """Average window logits per clip. Returns ``(clip_ids, mean_logits, clip_labels)`` ordered by
+    clip id (``clip_labels`` is None when ``labels`` is). Windows of one clip must share a label."""
+    ids = np.asarray(clip_ids).reshape(-1).astype(np.int64)
+    values = np.asarray(logits, dtype=np.float64)
+    if values.ndim != 2 or len(values) != len(ids):
+        raise ValueError(f"aggregate_clips: logits must be (rows, classes) with one row per clip_id; got logits "
+                         f"shape {values.shape} for {len(ids)} clip ids")
+    uniq, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
+    sums = np.zeros((len(uniq), values.shape[1]), dtype=np.float64)
+    np.add.at(sums, inverse, values)
+    mean = (sums / counts[:, None]).astype(np.float32)
+    if labels is None:
+        return uniq, mean, None
+    labs = np.asarray(labels).reshape(-1).astype(np.int64)
+    if len(labs) != len(ids):
+        raise ValueError(f"aggregate_clips: {len(labs)} labels for {len(ids)} clip ids")
+    clip_labels = np.empty(len(uniq), dtype=np.int64)
+    clip_labels[inverse] = labs
+    mixed = np.unique(ids[clip_labels[inverse] != labs])
+    if mixed.size:
+        raise ValueError(f"aggregate_clips: windows of clip(s) {mixed[:10].tolist()} carry different labels; "
+                         "every window of a clip must have the clip's label")
+    return uniq, mean, clip_labels
+
+
+def macro_f1(references, predictions) -> float:
+    """Macro-F1 over the classes present in ``references`` (same definition as
+    ``ser_hf.metrics.compute_metrics``' macro_f1, so model selection and the report agree)."""
+    from sklearn.metrics import f1_score
+
+    refs = np.asarray(references).reshape(-1)
+    if refs.size == 0:
+        raise ValueError("macro_f1: no references to score")
+    return float(f1_score(refs, np.asarray(predictions).reshape(-1), labels=np.unique(refs), average="macro",
+                          zero_division=0))
+
+
+def _matches(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _swap_dir(tmp: Path, final: Path) -> None:
+    """Put the complete directory ``tmp`` at ``final``. POSIX cannot rename onto a non-empty directory,
+    so the old one is first renamed aside: at every instant either ``final`` or ``.final.old`` (or the
+    complete ``tmp``) holds a whole checkpoint, and resume picks the newest complete one."""
+    old = final.with_name(f".{final.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def check_launch(accelerator) -> None:
+    """Refuse a multi-process launch that Accelerate runs as independent single processes.
+
+    ``accelerate launch --multi_gpu --num_processes N`` on a machine without GPUs starts N processes
+    that each see a world of one (every process would train alone and write the same outputs).
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1 and accelerator.num_processes == 1:
+        raise RuntimeError(
+            f"this process was launched as one of {world} (WORLD_SIZE={world}) but Accelerate runs it as a single "
+            "process, so each process would train alone and overwrite the others' outputs. On a machine without "
+            "GPUs run DDP over CPU processes (gloo) with: "
+            f"ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes {world} <script> ...")
+
+
+# ------------------------------------------------------------------------------------------------ trainer
+
+
+class Trainer:
+    """Fit / evaluate / predict one model with Accelerate.
+
+    ``accelerator``: None builds one from ``cfg`` (mixed precision, gradient accumulation, trackers
+    logging to ``output_dir/logs``, DDP with ``find_unused_parameters=True`` as the HF Trainer does).
+    A caller-built Accelerator must use ``gradient_accumulation_steps=cfg.grad_accum_steps``.
+    ``class_weights``: per-class weights for ``loss='weighted_ce'`` / ``focal_alpha='balanced'``.
+    ``param_groups``: torch optimizer groups (dicts with "params", optional "lr"/"weight_decay")
+    overriding ``cfg.group_learning_rates``.
+
+    One ``fit`` per Trainer. Only the main process writes (checkpoints, trackers), except the
+    per-process RNG-state file Accelerate's ``save_state`` adds to the checkpoint; every process takes
+    the same decisions because they are made on gathered/reduced values.
+    """
+
+    def __init__(self, model: nn.Module, cfg: TrainerConfig | Mapping, output_dir, accelerator=None,
+                 class_weights: Sequence[float] | torch.Tensor | None = None, param_groups: list[dict] | None = None):
+        self.cfg = cfg if isinstance(cfg, TrainerConfig) else TrainerConfig.from_dict(cfg)
+        self.output_dir = Path(output_dir)
+        self.accelerator = accelerator if accelerator is not None else self._make_accelerator()
+        acc = self.accelerator
+        check_launch(acc)
+        if acc.gradient_accumulation_steps != self.cfg.grad_accum_steps:
+            raise ValueError(f"the Accelerator accumulates {acc.gradient_accumulation_steps} steps but "
+                             f"trainer.grad_accum_steps={self.cfg.grad_accum_steps}; build it with "
+                             "gradient_accumulation_steps=cfg.grad_accum_steps or pass accelerator=None")
+        if acc.num_processes > 1 and self.cfg.freeze_steps > 0:
+            handler = getattr(acc, "ddp_handler", None)
+            if handler is None or not handler.find_unused_parameters:
+                raise ValueError("trainer.freeze_steps under DDP needs DistributedDataParallelKwargs("
+                                 "find_unused_parameters=True) in the Accelerator (or pass accelerator=None)")
+        self.criterion = build_loss(self.cfg.loss, class_weights=class_weights, focal_alpha=self.cfg.focal_alpha,
+                                    focal_gamma=self.cfg.focal_gamma,
+                                    label_smoothing=self.cfg.label_smoothing).to(acc.device)
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        if not named:
+            raise ValueError("the model has no trainable parameters (every parameter has requires_grad=False)")
+        self._freeze_params = self._select(named, self.cfg.freeze_prefixes, "freeze_prefixes")
+        # L1 on weight matrices / kernels only, like a Keras kernel_regularizer (biases and norms are left alone).
+        self._l1_params = [p for _, p in named if p.ndim >= 2]
+        groups = param_groups if param_groups is not None else self._param_groups(named)
+        optimizer = self._make_optimizer(groups)
+        self.model, self.optimizer = acc.prepare(model, optimizer)
+        self.scheduler = None
+        self._frozen: bool | None = None
+        self._eval_loaders: dict[int, tuple[Any, Any]] = {}
+        self._fitted = False
+
+    # ---------------------------------------------------------------------------------------- set-up
+
+    def _make_accelerator(self):
+        from accelerate import Accelerator, DistributedDataParallelKwargs
+        from accelerate.utils import ProjectConfiguration, is_tensorboard_available, is_wandb_available
+
+        log_with = self.cfg.log_with
+        if log_with == "tensorboard" and not is_tensorboard_available():
+            warnings.warn("trainer.log_with='tensorboard' but tensorboard is not installed; training without a "
+                          "tracker (pip install tensorboard to get curves in output_dir/logs)")
+            log_with = None
+        if log_with == "wandb" and not is_wandb_available():
+            warnings.warn("trainer.log_with='wandb' but wandb is not installed; training without a tracker "
+                          "(pip install wandb)")
+            log_with = None
+        return Accelerator(
+            mixed_precision=self.cfg.mixed_precision,
+            gradient_accumulation_steps=self.cfg.grad_accum_steps,
+            log_with=log_with,
+            project_config=ProjectConfiguration(project_dir=str(self.output_dir),
+                                                logging_dir=str(self.output_dir / "logs")),
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        )
+
+    @staticmethod
+    def _select(named, prefixes: Sequence[str], key: str) -> list[nn.Parameter]:
+        chosen = []
+        for prefix in prefixes:
+            hits = [p for n, p in named if _matches(n, prefix)]
+            if not hits:
+                raise ValueError(f"trainer.{key}: prefix {prefix!r} matches no trainable parameter; names look like "
+                                 f"{[n for n, _ in named[:8]]}")
+            chosen.extend(hits)
+        return chosen
+
+    def _param_groups(self, named) -> list[dict]:
+        """The default group (learning_rate) first, then one group per ``group_learning_rates`` prefix
+        (the longest matching prefix wins)."""
+        prefixes = sorted(self.cfg.group_learning_rates, key=len, reverse=True)
+        self._select(named, prefixes, "group_learning_rates")  # typo guard: every prefix must match
+        buckets: dict[str | None, list] = {None: []}
+        for name, p in named:
+            prefix = next((pre for pre in prefixes if _matches(name, pre)), None)
+            buckets.setdefault(prefix, []).append(p)
+        groups = [{"params": buckets.pop(None), "lr": self.cfg.learning_rate, "name": "default"}]
+        groups += [{"params": ps, "lr": self.cfg.group_learning_rates[pre], "name": pre} for pre, ps in buckets.items()]
+        return [g for g in groups if g["params"]]
+
+    def _make_optimizer(self, groups):
+        cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}[self.cfg.optimizer]
+        return cls(groups, lr=self.cfg.learning_rate, weight_decay=self.cfg.weight_decay)
+
+    def _make_scheduler(self, total_steps: int, has_eval: bool):
+        cfg = self.cfg
+        if cfg.scheduler == "none":
+            return None
+        if cfg.scheduler == "plateau":
+            # without validation the plateau watches the training loss
+            mode = "max" if cfg.plateau_monitor == "val_macro_f1" and has_eval else "min"
+            return torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer.optimizer, mode=mode,
+                                                              factor=cfg.plateau_factor, patience=cfg.plateau_patience)
+        from transformers import get_scheduler
+
+        warmup = cfg.warmup_steps or int(round(cfg.warmup_ratio * total_steps))
+        # Not accelerator.prepare()d: AcceleratedScheduler steps num_processes times per step, which
+        # assumes a schedule sized on the unsharded loader; ours is sized on the per-process one.
+        return get_scheduler(cfg.scheduler, self.optimizer.optimizer, num_warmup_steps=warmup,
+                             num_training_steps=total_steps)
+
+    def _prepare_eval(self, loader):
+        key = id(loader)
+        if key not in self._eval_loaders:
+            self._eval_loaders[key] = (loader, self.accelerator.prepare(loader))
+        return self._eval_loaders[key][1]
+
+    @property
+    def unwrapped_model(self) -> nn.Module:
+        """The bare model (for save_pretrained); its weights are the best epoch's after fit."""
+        return self.accelerator.unwrap_model(self.model)
+
+    # ---------------------------------------------------------------------------------------- pieces
+
+    @staticmethod
+    def model_inputs(batch) -> dict:
+        if not isinstance(batch, Mapping):
+            raise TypeError(f"batches must be dicts (input_values, labels, clip_id, ...); got {type(batch).__name__}. "
+                            "Return a dict from the dataset or collate_fn")
+        return {k: v for k, v in batch.items() if k not in NON_MODEL_KEYS and torch.is_tensor(v)}
+
+    @staticmethod
+    def _labels(batch) -> torch.Tensor:
+        if "labels" not in batch:
+            raise ValueError(f"training/validation batches need a 'labels' entry; got keys {sorted(batch)}")
+        return batch["labels"].reshape(-1).long()
+
+    def l1_penalty(self) -> torch.Tensor:
+        """``cfg.l1 * sum |W|`` over the weight matrices/kernels (0 when l1 == 0)."""
+        if not self.cfg.l1:
+            return torch.zeros((), device=self.accelerator.device)
+        return self.cfg.l1 * sum(p.abs().sum() for p in self._l1_params)
+
+    def _apply_freeze(self, global_step: int) -> None:
+        frozen = global_step < self.cfg.freeze_steps
+        if frozen != self._frozen and self._freeze_params:
+            for p in self._freeze_params:
+                p.requires_grad_(not frozen)
+            logger.info("%s %s at optimizer step %d", "froze" if frozen else "unfroze", self.cfg.freeze_prefixes,
+                        global_step)
+        self._frozen = frozen
+
+    def _seed_epoch(self, train_dl, epoch: int) -> None:
+        from accelerate.data_loader import get_sampler
+        from accelerate.utils import set_seed
+
+        s = epoch_seed(self.cfg.seed, epoch)
+        set_seed(s)  # python, numpy, torch (+ accelerator devices); same on every process
+        sampler = get_sampler(train_dl)
+        generator = getattr(sampler, "generator", None)
+        if generator is not None:  # under DDP Accelerate gives the sampler its own generator
+            generator.manual_seed(s)
+        if hasattr(train_dl, "set_epoch"):
+            train_dl.set_epoch(epoch - 1)
+        # Accelerate forwards set_epoch to the dataset only for some sampler set-ups; a dataset that draws
+        # per-epoch crops from it must always get it (calling it twice with the same epoch is harmless).
+        dataset = getattr(train_dl, "dataset", None)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch - 1)
+
+    def _train_epoch(self, train_dl, epoch: int, state: dict) -> float:
+        from tqdm.auto import tqdm
+
+        acc, cfg = self.accelerator, self.cfg
+        self.model.train()
+        acc.step = 0  # accumulation groups start afresh each epoch (matches steps_per_epoch)
+        per_step = self.scheduler is not None and cfg.scheduler != "plateau"
+        total = torch.zeros((), dtype=torch.float64, device=acc.device)
+        count = torch.zeros((), dtype=torch.float64, device=acc.device)
+        bar = tqdm(train_dl, desc=f"epoch {epoch}/{cfg.max_epochs}", leave=False,
+                   disable=not (cfg.progress_bar and acc.is_local_main_process))
+        for batch in bar:
+            self._apply_freeze(state["global_step"])
+            labels = self._labels(batch)
+            with acc.accumulate(self.model):
+                outputs = self.model(**self.model_inputs(batch))
+                if acc.num_processes > 1 and not isinstance(outputs, (Mapping, tuple, list)):
+                    raise TypeError(f"under DDP the model must return a ModelOutput/dict (got {type(outputs).__name__}):"
+                                    " DDP looks for the output tensors in it to find unused parameters")
+                logits = outputs.logits
+                loss = self.criterion(logits.float(), labels)
+                acc.backward(loss + self.l1_penalty() if cfg.l1 else loss)
+                if acc.sync_gradients and cfg.max_grad_norm:
+                    acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                if per_step and acc.sync_gradients and not acc.optimizer_step_was_skipped:
+                    self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            if acc.sync_gradients:
+                state["global_step"] += 1
+            total += loss.detach().double() * len(labels)
+            count += len(labels)
+            if not bar.disable:
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+        total, count = acc.reduce(total, "sum"), acc.reduce(count, "sum")
+        return float(total / count)
+
+    def _predict_prepared(self, dl, loader=None):
+        acc = self.accelerator
+        was_training = self.model.training
+        self.model.eval()
+        ids, outs, labs, with_labels = [], [], [], None
+        with torch.no_grad():
+            for batch in dl:
+                if not isinstance(batch, Mapping) or "clip_id" not in batch:
+                    keys = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
+                    raise ValueError(f"evaluation batches need a 'clip_id' entry (int, the clip each row belongs to) "
+                                     f"so window logits can be averaged per clip; got {keys}")
+                logits = self.model(**self.model_inputs(batch)).logits.float()
+                parts = [logits, batch["clip_id"].reshape(-1).long()]
+                has = "labels" in batch
+                if with_labels is None:
+                    with_labels = has
+                elif has != with_labels:
+                    raise ValueError("some evaluation batches have 'labels' and others do not")
+                if has:
+                    parts.append(batch["labels"].reshape(-1).long())
+                gathered = acc.gather_for_metrics(tuple(parts))
+                outs.append(gathered[0].cpu().numpy())
+                ids.append(gathered[1].cpu().numpy())
+                if has:
+                    labs.append(gathered[2].cpu().numpy())
+        if was_training:
+            self.model.train()
+        if not ids:
+            raise ValueError("the evaluation loader yielded no batches; pass eval_loader=None when there is no "
+                             "validation data")
+        ids_np, out_np = np.concatenate(ids), np.concatenate(outs)
+        expected = None
+        if loader is not None and isinstance(getattr(loader, "sampler", None), SequentialSampler) \
+                and not getattr(loader, "drop_last", False):
+            expected = len(loader.dataset)
+        if expected is not None and len(ids_np) != expected:
+            raise RuntimeError(f"prediction gathered {len(ids_np)} rows but the loader holds {expected}: rows were "
+                               "duplicated or lost across processes")
+        return aggregate_clips(ids_np, out_np, np.concatenate(labs) if with_labels else None)
+
+    def predict(self, loader):
+        """Clip-level predictions: ``(clip_ids, logits, labels)`` as numpy arrays ordered by clip id, window
+        logits averaged per clip, gathered over all processes (padding duplicates dropped). ``labels`` is
+        None when the batches carry none. Every process gets the full result."""
+        return self._predict_prepared(self._prepare_eval(loader), loader)
+
+    def evaluate(self, loader) -> dict:
+        """``{"loss", "macro_f1", "num_clips"}`` on clip-averaged logits (loss = the training criterion
+        without the L1 term)."""
+        return self._evaluate_prepared(self._prepare_eval(loader), loader)
+
+    def _evaluate_prepared(self, dl, loader=None) -> dict:
+        _, logits, labels = self._predict_prepared(dl, loader)
+        if labels is None:
+            raise ValueError("validation batches need 'labels' to be scored")
+        with torch.no_grad():
+            loss = self.criterion(torch.as_tensor(logits, device=self.accelerator.device),
+                                  torch.as_tensor(labels, device=self.accelerator.device))
+        return {"loss": float(loss), "macro_f1": macro_f1(labels, logits.argmax(axis=1)), "num_clips": len(labels)}
+
+    # ---------------------------------------------------------------------------------- checkpoints
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.output_dir / "checkpoints"
+
+    def _save_last(self, state: dict) -> None:
+        """accelerator.save_state into a temporary folder, then swap it in (see :func:`_swap_dir`)."""
+        acc = self.accelerator
+        final, tmp = self.checkpoint_dir / "last", self.checkpoint_dir / ".last.tmp"
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)  # made here so the other ranks find it (they only add their own files)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            _write_json_atomic(tmp / STATE_FILE, state)  # written last: marks the folder complete
+            _swap_dir(tmp, final)
+        acc.wait_for_everyone()
+
+    def _save_best(self, epoch: int, metric: float | None) -> None:
+        acc = self.accelerator
+        final, tmp = self.checkpoint_dir / "best", self.checkpoint_dir / ".best.tmp"
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)  # made here so the other ranks find it (they only add their own files)
+        acc.wait_for_everyone()
+        acc.save_model(self.model, str(tmp))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            _write_json_atomic(tmp / BEST_FILE, {"epoch": epoch, "val_macro_f1": metric})
+            _swap_dir(tmp, final)
+        acc.wait_for_everyone()
+
+    def _best_epoch_on_disk(self) -> int | None:
+        path = self.checkpoint_dir / "best" / BEST_FILE
+        return json.loads(path.read_text())["epoch"] if path.is_file() else None
+
+    def _restore_best(self) -> None:
+        from safetensors.torch import load_model
+
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        files = sorted((self.checkpoint_dir / "best").glob("model*.safetensors"))
+        if len(files) != 1:
+            raise FileNotFoundError(f"best checkpoint {self.checkpoint_dir / 'best'} should hold one "
+                                    f"model.safetensors, found {[f.name for f in files]}")
+        # safetensors names CPU "cpu", not Accelerate's "cpu:0" under multi-CPU
+        device = "cpu" if acc.device.type == "cpu" else str(acc.device)
+        load_model(self.unwrapped_model, str(files[0]), device=device)
+
+    def find_checkpoint(self) -> Path | None:
+        """The newest complete ``last`` checkpoint (also looks at the aside/temporary folders an
+        interrupted swap can leave), or None."""
+        best, best_epoch = None, -1
+        for name in ("last", ".last.tmp", ".last.old"):
+            path = self.checkpoint_dir / name / STATE_FILE
+            if path.is_file():
+                try:
+                    epoch = json.loads(path.read_text())["epoch"]
+                except (ValueError, KeyError):
+                    continue
+                if epoch > best_epoch:
+                    best, best_epoch = path.parent, epoch
+        return best
+
+    def _fresh_state(self) -> dict:
+        return {"format": 1, "epoch": 0, "global_step": 0, "history": [], "best_metric": None, "best_epoch": 0,
+                "bad_epochs": 0, "stopped_early": False, "train_seconds": 0.0,
+                "num_processes": self.accelerator.num_processes, "config": self.cfg.to_dict()}
+
+    def _load_checkpoint(self, path: Path) -> dict:
+        state = json.loads((path / STATE_FILE).read_text())
+        saved = state.get("config", {})
+        changed = sorted(k for k, v in self.cfg.to_dict().items() if k not in _RESUME_FREE_KEYS and saved.get(k) != v)
+        if changed:
+            logger.warning("resuming %s with changed trainer options %s: the result will differ from an "
+                           "uninterrupted run", path, changed)
+        if saved.get("max_epochs") != self.cfg.max_epochs and self.cfg.scheduler in ("cosine", "linear"):
+            logger.warning("max_epochs changed (%s -> %s) with a %s schedule sized on the old value",
+                           saved.get("max_epochs"), self.cfg.max_epochs, self.cfg.scheduler)
+        if state.get("num_processes") != self.accelerator.num_processes:
+            logger.warning("checkpoint written by %s process(es), resuming with %s: batches differ from an "
+                           "uninterrupted run", state.get("num_processes"), self.accelerator.num_processes)
+        self.accelerator.load_state(str(path))
+        state["config"] = self.cfg.to_dict()
+        state["num_processes"] = self.accelerator.num_processes
+        return state
+
+    # ------------------------------------------------------------------------------------------- fit
+
+    def fit(self, train_loader: DataLoader, eval_loader: DataLoader | None = None, resume: bool = False) -> TrainResult:
+        """Train for ``cfg.max_epochs`` epochs (or until early stopping) and restore the best weights.
+
+        Model selection: the epoch with the highest validation macro-F1 (clip level; ties keep the earlier
+        epoch). Without an eval loader (None, or one holding no rows) every epoch trains, early stopping
+        is off, and the last epoch's weights are kept. Each epoch ends with ``checkpoints/last`` (full
+        Accelerate state + ``trainer_state.json``) and, on improvement, ``checkpoints/best`` (weights +
+        ``best.json``). ``resume=True`` continues from the newest complete ``last`` (a fresh start when there
+        is none) and ends with the same history and weights as an uninterrupted run.
+        """
+        if self._fitted:
+            raise RuntimeError("Trainer.fit was already called; build a new Trainer (and model) for another run")
+        self._fitted = True
+        acc, cfg = self.accelerator, self.cfg
+        try:
+            n_train = len(train_loader)
+        except TypeError:
+            raise ValueError("the training loader must have a length (a map-style dataset) so the learning-rate "
+                             "schedule can be sized") from None
+        if n_train == 0:
+            raise ValueError("the training loader is empty: no training rows")
+        train_dl = acc.prepare(train_loader)
+        eval_dl = None
+        if eval_loader is not None:
+            try:
+                empty = len(eval_loader.dataset) == 0
+            except TypeError:
+                empty = False
+            if empty:
+                logger.warning("the validation loader holds no rows: training without model selection (last epoch "
+                               "kept, no early stopping)")
+            else:
+                eval_dl = self._prepare_eval(eval_loader)
+        steps_per_epoch = math.ceil(len(train_dl) / cfg.grad_accum_steps)
+        self.scheduler = self._make_scheduler(steps_per_epoch * cfg.max_epochs, has_eval=eval_dl is not None)
+        if self.scheduler is not None:
+            acc.register_for_checkpointing(self.scheduler)
+        if acc.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        if acc.log_with:
+            acc.init_trackers("ser_hf", config={k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                                                for k, v in cfg.to_dict().items()})
+
+        state = self._fresh_state()
+        checkpoint = self.find_checkpoint()
+        if resume and checkpoint is not None:
+            state = self._load_checkpoint(checkpoint)
+            logger.info("resumed from %s after epoch %d", checkpoint, state["epoch"])
+            if eval_dl is not None and state["best_epoch"] and self._best_epoch_on_disk() != state["best_epoch"]:
+                if state["best_epoch"] != state["epoch"]:
+                    raise RuntimeError(f"{self.checkpoint_dir / 'best'} does not hold epoch {state['best_epoch']} "
+                                       "recorded in the last checkpoint; resume is impossible, start afresh")
+                # interrupted between saving `last` and `best`: the loaded weights are the best ones
+                self._save_best(state["best_epoch"], state["best_metric"])
+        elif resume:
+            logger.info("resume requested but %s holds no checkpoint: starting from scratch", self.checkpoint_dir)
+        elif checkpoint is not None:
+            logger.warning("%s holds checkpoints of an earlier run; they will be overwritten (resume=True continues "
+                           "it instead)", self.checkpoint_dir)
+
+        patience = cfg.early_stopping_patience if eval_dl is not None else None
+        if cfg.early_stopping_patience and eval_dl is None:
+            logger.warning("early stopping needs validation data; it is off for this run")
+        epoch = state["epoch"]
+        while not state["stopped_early"] and epoch < cfg.max_epochs:
+            epoch += 1
+            start = time.perf_counter()
+            self._seed_epoch(train_dl, epoch)
+            train_loss = self._train_epoch(train_dl, epoch, state)
+            lr = self.optimizer.param_groups[0]["lr"]
+            val = self._evaluate_prepared(eval_dl, eval_loader) if eval_dl is not None else None
+            if cfg.scheduler == "plateau":
+                monitor = train_loss if val is None else val["macro_f1" if cfg.plateau_monitor == "val_macro_f1"
+                                                             else "loss"]
+                self.scheduler.step(monitor)
+            seconds = time.perf_counter() - start
+            record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val and val["loss"],
+                      "val_macro_f1": val and val["macro_f1"], "lr": lr, "seconds": seconds}
+            state["history"].append(record)
+            state["epoch"], state["train_seconds"] = epoch, state["train_seconds"] + seconds
+            improved = False
+            if val is None:
+                state["best_epoch"] = epoch
+            elif state["best_metric"] is None or val["macro_f1"] > state["best_metric"]:
+                state.update(best_metric=val["macro_f1"], best_epoch=epoch, bad_epochs=0)
+                improved = True
+            else:
+                state["bad_epochs"] += 1
+                if patience and state["bad_epochs"] >= patience:
+                    state["stopped_early"] = True
+            acc.log({k: v for k, v in {"train/loss": train_loss, "val/loss": record["val_loss"],
+                                       "val/macro_f1": record["val_macro_f1"], "lr": lr}.items() if v is not None},
+                    step=epoch)
+            if acc.is_main_process:
+                val_text = "" if val is None else f" val_loss {val['loss']:.4f} val_macro_f1 {val['macro_f1']:.4f}"
+                logger.info("epoch %d/%d train_loss %.4f%s lr %.3g (%.1fs)%s", epoch, cfg.max_epochs, train_loss,
+                            val_text, lr, seconds, " *" if improved else "")
+            # `last` before `best`: an interruption in between is repaired on resume (see above)
+            self._save_last(state)
+            if improved:
+                self._save_best(epoch, val["macro_f1"])
+            if state["stopped_early"]:
+                logger.info("early stopping after epoch %d (no better validation macro-F1 for %d epochs)",
+                            epoch, patience)
+
+        if eval_dl is not None and state["best_epoch"]:
+            self._restore_best()
+        for tracker in acc.trackers:  # not accelerator.end_training(): that also ends the process group
+            tracker.finish()
+        acc.trackers = []
+        return TrainResult(best_epoch=state["best_epoch"], best_metric=state["best_metric"],
+                           history=state["history"], train_seconds=state["train_seconds"],
+                           stopped_early=state["stopped_early"], epochs_completed=state["epoch"])
