@@ -474,3 +474,44 @@ __all__ = [
     "compare", "group_runs", "paired_bootstrap", "mcnemar_exact", "wilcoxon_folds", "holm",
     "plot_macro_f1_bars", "plot_per_class_f1", "discover_runs",
 ]
+
+
+# ---------------------------------------------------------------------------------- recipe driver
+
+
+def _list_arg(value: str) -> list[str]:
+    """``[a,b]`` or ``a,b`` -> ["a", "b"] (Hydra's list syntax, parsed here because these keys are ours)."""
+    value = value.strip()
+    if value.startswith("[") and value.endswith("]"):
+        value = value[1:-1]
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def compare_from_args(args: Sequence[str]) -> Path:
+    """``recipes=[a,b,...]`` (cross-validated on identical folds) or ``runs=[dir,...]`` (finished runs),
+    plus ``output_dir=DIR`` and any ``key=value`` override applied to every recipe."""
+    from .crossval import crossval_recipe
+
+    recipes, runs, out, rest = [], [], None, []
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key == "recipes":
+            recipes = _list_arg(value)
+        elif key == "runs":
+            runs = _list_arg(value)
+        elif key == "output_dir":
+            out = Path(value)
+        else:
+            rest.append(arg)
+    if bool(recipes) == bool(runs):
+        raise ValueError("pass exactly one of recipes=[a,b,...] or runs=[dir1,dir2,...]")
+    if runs:
+        groups = group_runs([Path(r) for r in runs])
+    else:
+        groups = {}
+        for name in recipes:
+            folds_dir = crossval_recipe([f"recipe={name}", *rest])
+            groups[name] = discover_runs(folds_dir)
+    out = out or Path("runs") / "comparisons" / "_vs_".join(groups)
+    compare(groups, out)
+    return out

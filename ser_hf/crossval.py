@@ -414,3 +414,44 @@ def _summary_markdown(s: dict) -> str:
     lines += ["", "Per-class F1 (pooled): " + ", ".join(f"{n} {v:.3f}" for n, v in zip(names, p["per_class_f1"])),
               "", f"![pooled confusion matrix]({POOLED_CM_PNG})", ""]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------- recipe driver
+
+
+def default_fold_split(corpus: str) -> str:
+    """The fold protocol used when a recipe's split has no folds: EmoBox folds for RAVDESS, LOSO otherwise."""
+    return "kfold" if corpus == "ravdess" else "loso"
+
+
+def crossval_recipe(overrides: Sequence[str], out_dir: str | os.PathLike | None = None) -> Path:
+    """Run every fold of a recipe (``recipe=NAME key=value ...``), skipping finished folds, and summarise.
+
+    The folds' run folders are ``<out_dir>/fold<k>``; ``out_dir`` defaults to
+    ``runs/<recipe>/crossval-<corpus>-<split>-seed<seed>``. A recipe whose ``data.split`` is
+    ``speaker`` or ``random`` is cross-validated with :func:`default_fold_split`.
+    """
+    from .config import DataConfig, load_config, section
+    from .data.splits import num_folds
+    from .experiment import load_data, run
+
+    base = load_config(list(overrides))
+    data = DataConfig.from_dict(section(base, "data"))
+    split = data.split if data.split in FOLD_SPLITS else default_fold_split(data.corpus)
+    out = Path(out_dir) if out_dir else Path("runs") / str(base.recipe_name) / \
+        f"crossval-{data.corpus}-{split}-seed{base.seed}"
+    probe = load_data(DataConfig.from_dict({**section(base, "data"), "split": "speaker", "fold": None}),
+                      int(base.seed))
+    speakers = sorted({s for v in probe.info["speakers"].values() for s in v})
+    folds = list(range(1, num_folds(data.corpus, split, speakers) + 1))
+    logger.info("cross-validating %s: %s with %d folds -> %s", base.recipe_name, split, len(folds), out)
+
+    def fold_dir(k: int) -> Path:
+        return out / f"fold{k}"
+
+    def run_one(k: int) -> Path:
+        return run(load_config([*overrides, f"data.split={split}", f"data.fold={k}", f"output_dir={fold_dir(k)}"]))
+
+    dirs = run_folds(run_one, folds, fold_dir)
+    summarize_folds(dirs, out)
+    return out

@@ -1,0 +1,8 @@
+"""Compare recipes on identical folds: ``scripts/compare.py recipes=[a,b] [key=value ...]`` or ``runs=[dir,...]``."""
+
+import sys
+
+from ser_hf.compare import compare_from_args
+
+if __name__ == "__main__":
+    print(compare_from_args(sys.argv[1:]))

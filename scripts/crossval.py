@@ -1,0 +1,8 @@
+"""Every fold of a recipe (LOSO / EmoBox k-fold), resumable: ``scripts/crossval.py recipe=NAME [key=value ...]``."""
+
+import sys
+
+from ser_hf.crossval import crossval_recipe
+
+if __name__ == "__main__":
+    print(crossval_recipe(sys.argv[1:]))

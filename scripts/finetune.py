@@ -1,0 +1,9 @@
+"""Train and evaluate one recipe: ``[accelerate launch] scripts/finetune.py recipe=NAME [key=value ...]``."""
+
+import sys
+
+from ser_hf.config import load_config
+from ser_hf.experiment import run
+
+if __name__ == "__main__":
+    run(load_config(sys.argv[1:]))
