@@ -435,7 +435,12 @@ def crossval_recipe(overrides: Sequence[str], out_dir: str | os.PathLike | None 
     from .data.splits import num_folds
     from .experiment import load_data, run
 
-    base = load_config(list(overrides))
+    overrides = list(overrides)
+    for o in [o for o in overrides if o.startswith("output_dir=")]:
+        # The folds' common root: each fold gets its own folder below it.
+        out_dir = out_dir or o.split("=", 1)[1]
+        overrides.remove(o)
+    base = load_config(overrides)
     data = DataConfig.from_dict(section(base, "data"))
     split = data.split if data.split in FOLD_SPLITS else default_fold_split(data.corpus)
     out = Path(out_dir) if out_dir else Path("runs") / str(base.recipe_name) / \

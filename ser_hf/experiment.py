@@ -38,6 +38,18 @@ GENERATED_CACHE_ENV = "SER_HF_CACHE"
 # ------------------------------------------------------------------------------------------------ data
 
 
+def process_state():
+    """Accelerate's process state, created the way ``Accelerator`` creates it.
+
+    The state is a singleton fixed by its first creation, so it must honour ``ACCELERATE_USE_CPU``
+    (DDP over CPU processes) exactly as the Accelerator built later by the trainer would.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
 @dataclass
 class ExperimentData:
     """The splits one experiment sees. ``tests`` maps a corpus name to its test set (one entry except
@@ -52,7 +64,8 @@ class ExperimentData:
 
 def generated_corpus_dir(corpus: str, synthetic: dict) -> Path:
     """Generate (once) a corpus with ``ser_hf.data.synthetic`` under ``$SER_HF_CACHE`` (default
-    ``~/.cache/ser_hf``) and return its folder; the folder name holds every generation parameter."""
+    ``~/.cache/ser_hf``) and return its folder; the folder name holds every generation parameter.
+    Call it inside ``main_process_first`` in distributed runs (``load_data`` does)."""
     from .data.synthetic import generate_corpus
 
     opts = {"speakers": 10, "per_class": 8, "seed": 0, **synthetic}
@@ -61,12 +74,8 @@ def generated_corpus_dir(corpus: str, synthetic: dict) -> Path:
     out = root / name
     done = out / ".complete"
     if not done.exists():
-        from accelerate import PartialState
-
-        with PartialState().main_process_first():
-            if not done.exists():
-                generate_corpus(corpus, out, **opts)
-                done.write_text("ok\n")
+        generate_corpus(corpus, out, **opts)
+        done.write_text("ok\n")
     return out
 
 
@@ -76,7 +85,6 @@ def _corpus_dir(corpus: str, data_dir: str | None, synthetic: dict | None) -> st
 
 def load_data(data: DataConfig, seed: int) -> ExperimentData:
     """Load and split the corpora named by the ``data:`` section (single, cross- or multi-corpus)."""
-    from accelerate import PartialState
     from datasets import concatenate_datasets
 
     from .data import load_corpus
@@ -92,7 +100,7 @@ def load_data(data: DataConfig, seed: int) -> ExperimentData:
                            sampling_rate=data.sampling_rate, label_set=label_set, cache_dir=data.cache_dir,
                            num_proc=data.num_proc, seed=seed, **(builder or {}))
 
-    with PartialState().main_process_first():
+    with process_state().main_process_first():
         main = load(data.corpus, data.data_dir, data.synthetic, builder=data.builder)
         trains, vals = [main["train"]], [main["validation"]]
         infos = {data.corpus: main.info.to_dict()}
@@ -150,11 +158,10 @@ def _common_columns(ds):
 
 def run(cfg: DictConfig) -> Path:
     """Train and evaluate the recipe in ``cfg`` (see :func:`ser_hf.config.load_config`); returns the run folder."""
-    from accelerate import PartialState
     from accelerate.utils import set_seed
 
     out = Path(cfg.output_dir)
-    state = PartialState()
+    state = process_state()
     data_cfg = DataConfig.from_dict(section(cfg, "data"))
     model_cfg = section(cfg, "model")
     family = model_cfg.pop("family", None)
@@ -311,17 +318,31 @@ def _matrix(ds, column: str) -> np.ndarray:
 
 
 def _fit_classic(model_cfg: dict, data: ExperimentData, sets: dict[str, Any], column: str):
+    """Fit a scikit-learn classifier on the training split's vectors and score every evaluation set.
+
+    ``model.train_on_validation`` (default true): a classic model selects nothing on the validation
+    speakers, so by default they join the training data; validation scores are then not reported
+    (they would be training scores). Set it false to keep them out and report them.
+    """
+    from datasets import concatenate_datasets
+
     from .models.classic import ClassicClassifier
 
     kwargs = dict(model_cfg)
     classifier = kwargs.pop("classifier", "svm")
+    merge = bool(kwargs.pop("train_on_validation", True)) and "validation" in sets
     clf = ClassicClassifier(classifier, id2label=data.label_names, **kwargs)
+    train = concatenate_datasets([sets["train"], sets["validation"]]) if merge else sets["train"]
     start = time.perf_counter()
-    clf.fit(_matrix(sets["train"], column), np.asarray(sets["train"]["label"]))
+    clf.fit(_matrix(train, column), np.asarray(train["label"]))
     seconds = time.perf_counter() - start
     names = _eval_sets(data)
     predictions = {name: (names[name], clf.predict_proba(_matrix(ds, column)))
-                   for name, ds in sets.items() if name != "train"}
+                   for name, ds in sets.items() if name != "train" and not (merge and name == "validation")}
+    if merge:
+        data.info["speakers"] = {**data.info["speakers"],
+                                 "train": sorted(data.info["speakers"]["train"] + data.info["speakers"]["validation"]),
+                                 "validation": []}
     return clf, predictions, seconds
 
 
