@@ -334,8 +334,10 @@ def _fit_classic(model_cfg: dict, data: ExperimentData, sets: dict[str, Any], co
     clf = ClassicClassifier(classifier, id2label=data.label_names, **kwargs)
     train = concatenate_datasets([sets["train"], sets["validation"]]) if merge else sets["train"]
     start = time.perf_counter()
-    clf.fit(_matrix(train, column), np.asarray(train["label"]))
+    clf.fit(_matrix(train, column), np.asarray(train["label"]), groups=train["speaker_id"])
     seconds = time.perf_counter() - start
+    if clf.best_params:
+        logger.info("inner speaker-grouped CV chose %s", clf.best_params)
     names = _eval_sets(data)
     predictions = {name: (names[name], clf.predict_proba(_matrix(ds, column)))
                    for name, ds in sets.items() if name != "train" and not (merge and name == "validation")}

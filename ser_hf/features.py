@@ -79,7 +79,12 @@ KINDS = ("mfcc_stack", "logmel", "spectrogram", "frame_stack", "frame_crema", "f
 IMAGE_KINDS = ("mfcc_stack", "logmel", "spectrogram")  # (C, F, T): time is the last axis
 FRAME_KINDS = ("frame_stack", "frame_crema")  # (T, D): time is the first axis
 VECTOR_KINDS = ("fft", "stats")  # (D,): one vector per clip, no windows
-STATS = ("mean", "std", "min", "max", "median")
+STATS = ("mean", "std", "min", "max", "median", "p5", "p25", "p75", "p95", "skew", "kurtosis",
+         "delta_mean", "delta_std")
+# Frame descriptors the stats kind can summarise; the default set is the first seven.
+STATS_DESCRIPTORS = ("mfcc", "delta_mfcc", "rms", "zcr", "centroid", "rolloff", "flatness",
+                     "logmel", "bandwidth", "contrast")
+N_CONTRAST = 7  # librosa.feature.spectral_contrast: 6 bands + the residual
 WINDOW_PADS = ("zeros", "wrap", "edge")
 # Bump when the extraction code changes its output, so cached features are recomputed.
 _ALGORITHM_VERSION = "1"
@@ -111,6 +116,8 @@ class FeatureConfig:
     delta_width: int = 9
     n_chroma: int = 12
     stats: tuple[str, ...] = ("mean", "std", "min", "max")
+    # stats kind: which frame descriptors are summarised (a subset of STATS_DESCRIPTORS, in that order)
+    stats_descriptors: tuple[str, ...] = ("mfcc", "delta_mfcc", "rms", "zcr", "centroid", "rolloff", "flatness")
     # stats kind: add F0 statistics (librosa.yin) and the voiced fraction. Off by default: on the EmoDB copy it
     # triples the extraction time and leaves LOSO SVM macro-F1 unchanged (benchmarks/results/features.md)
     f0: bool = False
@@ -125,6 +132,9 @@ class FeatureConfig:
         if isinstance(self.stats, str):
             self.stats = (self.stats,)
         self.stats = tuple(self.stats)
+        if isinstance(self.stats_descriptors, str):
+            self.stats_descriptors = (self.stats_descriptors,)
+        self.stats_descriptors = tuple(self.stats_descriptors)
         problems = []
         if self.kind not in KINDS:
             problems.append(f"kind={self.kind!r} is not one of {KINDS}")
@@ -161,6 +171,10 @@ class FeatureConfig:
         bad_stats = [s for s in self.stats if s not in STATS]
         if bad_stats or not self.stats:
             problems.append(f"stats={list(self.stats)} must be a non-empty subset of {STATS}")
+        bad_desc = [d for d in self.stats_descriptors if d not in STATS_DESCRIPTORS]
+        if bad_desc or not self.stats_descriptors:
+            problems.append(f"stats_descriptors={list(self.stats_descriptors)} must be a non-empty subset of "
+                            f"{STATS_DESCRIPTORS}")
         if self.window_pad not in WINDOW_PADS:
             problems.append(f"window_pad={self.window_pad!r} is not one of {WINDOW_PADS}")
         if self.window_frames is not None:
@@ -230,8 +244,15 @@ def num_frames(num_samples: int, cfg: FeatureConfig) -> int:
     return 1 + (num_samples + 2 * (cfg.n_fft // 2) - cfg.n_fft) // cfg.hop_length
 
 
+def _descriptor_sizes(cfg: FeatureConfig) -> dict[str, int]:
+    """Rows each stats descriptor contributes."""
+    return {"mfcc": cfg.n_mfcc, "delta_mfcc": cfg.n_mfcc, "rms": 1, "zcr": 1, "centroid": 1, "rolloff": 1,
+            "flatness": 1, "logmel": cfg.n_mels, "bandwidth": 1, "contrast": N_CONTRAST}
+
+
 def _num_stats_descriptors(cfg: FeatureConfig) -> int:
-    return 2 * cfg.n_mfcc + 5 + (1 if cfg.f0 else 0)
+    sizes = _descriptor_sizes(cfg)
+    return sum(sizes[d] for d in cfg.stats_descriptors) + (1 if cfg.f0 else 0)
 
 
 def feature_shape(cfg: FeatureConfig, num_samples: int | None = None, windowed: bool = False) -> tuple[int, ...]:
@@ -281,8 +302,10 @@ def feature_names(cfg: FeatureConfig) -> list[str]:
 
 
 def _stats_descriptor_names(cfg: FeatureConfig) -> list[str]:
-    mfcc = [f"mfcc{i}" for i in range(cfg.n_mfcc)]
-    names = mfcc + [f"d_{m}" for m in mfcc] + ["rms_db", "zcr", "centroid", "rolloff", "flatness"]
+    many = {"mfcc": [f"mfcc{i}" for i in range(cfg.n_mfcc)], "delta_mfcc": [f"d_mfcc{i}" for i in range(cfg.n_mfcc)],
+            "rms": ["rms_db"], "logmel": [f"mel{i}" for i in range(cfg.n_mels)],
+            "contrast": [f"contrast{i}" for i in range(N_CONTRAST)]}
+    names = [n for d in cfg.stats_descriptors for n in many.get(d, [d])]
     return names + (["f0"] if cfg.f0 else [])
 
 
@@ -479,19 +502,47 @@ def _extract_batch(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
+def _functionals(x: np.ndarray, names: Sequence[str]) -> list[np.ndarray]:
+    """Statistics over the last (time) axis of ``x``: one array of x.shape[:-1] per name."""
+    import scipy.stats
+
+    percentiles = {"median": 50, "p5": 5, "p25": 25, "p75": 75, "p95": 95}
+    out = []
+    for name in names:
+        if name in percentiles:
+            out.append(np.percentile(x, percentiles[name], axis=-1))
+        elif name == "skew":
+            out.append(np.nan_to_num(scipy.stats.skew(x, axis=-1)))
+        elif name == "kurtosis":
+            out.append(np.nan_to_num(scipy.stats.kurtosis(x, axis=-1)))
+        elif name in ("delta_mean", "delta_std"):
+            d = np.diff(x, axis=-1) if x.shape[-1] > 1 else np.zeros_like(x)
+            out.append(d.mean(axis=-1) if name == "delta_mean" else d.std(axis=-1))
+        else:
+            out.append({"mean": np.mean, "std": np.std, "min": np.min, "max": np.max}[name](x, axis=-1))
+    return out
+
+
 def _stats_batch(sp: _Spectra, cfg: FeatureConfig) -> np.ndarray:
     """Per-clip statistics of frame descriptors (+ F0 over energy-gated frames) -> (B, D)."""
     sr = cfg.sampling_rate
     rms_db = 20.0 * np.log10(np.maximum(sp.rms, 1e-5))
-    mfcc = _to_ft(sp.mfcc)
     mag = sp.magnitude
-    frames = [mfcc, _delta(mfcc, 1, cfg.delta_width, -1), rms_db, sp.zcr(),
-              librosa.feature.spectral_centroid(S=mag, sr=sr, n_fft=cfg.n_fft),
-              librosa.feature.spectral_rolloff(S=mag, sr=sr, n_fft=cfg.n_fft),
-              librosa.feature.spectral_flatness(S=mag)]
-    desc = np.concatenate(frames, axis=1).astype(np.float64)  # (B, K, T)
-    funcs = {"mean": np.mean, "std": np.std, "min": np.min, "max": np.max, "median": np.median}
-    parts = [funcs[s](desc, axis=-1) for s in cfg.stats]  # each (B, K)
+    mfcc = _to_ft(sp.mfcc) if {"mfcc", "delta_mfcc"} & set(cfg.stats_descriptors) else None
+    make = {
+        "mfcc": lambda: mfcc,
+        "delta_mfcc": lambda: _delta(mfcc, 1, cfg.delta_width, -1),
+        "rms": lambda: rms_db,
+        "zcr": sp.zcr,
+        "centroid": lambda: librosa.feature.spectral_centroid(S=mag, sr=sr, n_fft=cfg.n_fft),
+        "rolloff": lambda: librosa.feature.spectral_rolloff(S=mag, sr=sr, n_fft=cfg.n_fft),
+        "flatness": lambda: librosa.feature.spectral_flatness(S=mag),
+        "logmel": lambda: _to_ft(sp.logmel),
+        "bandwidth": lambda: librosa.feature.spectral_bandwidth(S=mag, sr=sr, n_fft=cfg.n_fft),
+        "contrast": lambda: librosa.feature.spectral_contrast(S=mag, sr=sr, n_fft=cfg.n_fft),
+    }
+    desc = np.concatenate([make[d]() for d in cfg.stats_descriptors], axis=1).astype(np.float64)  # (B, K, T)
+    parts = _functionals(desc, cfg.stats)  # each (B, K)
     if not cfg.f0:
         return np.stack(parts, axis=-1).reshape(len(desc), -1)
     # librosa.yin (not pyin: pyin is ~50x slower) with an energy gate as the voicing decision.
@@ -503,7 +554,7 @@ def _stats_batch(sp: _Spectra, cfg: FeatureConfig) -> np.ndarray:
     for i in range(len(desc)):  # one small loop over clips (the voiced frame count differs per clip)
         v = f0[i][voiced[i]]
         if v.size:
-            f0_stats[i] = [funcs[s](v) for s in cfg.stats]
+            f0_stats[i] = [float(f) for f in _functionals(v, cfg.stats)]
     stats = np.concatenate([np.stack(parts, axis=-1), f0_stats[:, None, :]], axis=1).reshape(len(desc), -1)
     return np.concatenate([stats, voiced.mean(axis=-1, keepdims=True)], axis=1)
 

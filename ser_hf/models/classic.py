@@ -56,6 +56,7 @@ class ClassicClassifier:
         id2label: dict[int, str] | list[str] | None = None,
         label2id: dict[str, int] | None = None,
         num_labels: int | None = None,
+        search: dict[str, list] | None = None,
         **kwargs: Any,
     ):
         if classifier not in CLASSIFIERS:
@@ -82,6 +83,11 @@ class ClassicClassifier:
         except TypeError as err:
             raise ValueError(f"bad option for classic classifier {classifier!r}: {err}") from err
         self.pipeline = Pipeline([("scaler", StandardScaler()), ("classifier", estimator)])
+        self.search = {str(k): list(v) for k, v in (search or {}).items()}
+        for key in self.search:
+            if key not in estimator.get_params():
+                raise ValueError(f"search: {classifier!r} has no parameter {key!r}; valid: {sorted(estimator.get_params())}")
+        self.best_params: dict[str, Any] = {}
         self._fitted = False
 
     # ----------------------------------------------------------------------------------------------------------
@@ -103,8 +109,13 @@ class ClassicClassifier:
             raise ValueError(f"{what}: X holds NaN/inf values (first at [row, col] {bad}); fix the feature extraction")
         return X
 
-    def fit(self, X, y) -> ClassicClassifier:
-        """Fit scaler and classifier on the training clips. ``y``: integer label ids."""
+    def fit(self, X, y, groups=None) -> ClassicClassifier:
+        """Fit scaler and classifier on the training clips. ``y``: integer label ids.
+
+        With a ``search`` grid, hyper-parameters are chosen by macro-F1 in an inner cross-validation over
+        the training clips grouped by ``groups`` (speaker ids: GroupKFold keeps each speaker in one inner
+        fold, so the choice is speaker-independent too), then the best setting is refitted on all of them.
+        """
         X = self._check_x(X, "ClassicClassifier.fit")
         y = np.asarray(y)
         if y.shape != (X.shape[0],) or not np.issubdtype(y.dtype, np.integer):
@@ -119,9 +130,27 @@ class ClassicClassifier:
             )
         if len(np.unique(y)) < 2:
             raise ValueError(f"ClassicClassifier.fit: training data holds a single class ({np.unique(y)}); need >= 2")
+        if self.search:
+            self._search(X, y, groups)
         self.pipeline.fit(X, y)
         self._fitted = True
         return self
+
+    def _search(self, X, y, groups) -> None:
+        from sklearn.model_selection import GridSearchCV, GroupKFold
+
+        if groups is None:
+            raise ValueError("ClassicClassifier.fit: a search grid needs groups= (speaker ids) for its inner folds")
+        groups = np.asarray(groups)
+        n_groups = len(np.unique(groups))
+        if n_groups < 2:
+            raise ValueError(f"ClassicClassifier.fit: a search grid needs >= 2 speakers, got {n_groups}")
+        grid = {f"classifier__{k}": v for k, v in self.search.items()}
+        cv = GroupKFold(n_splits=min(5, n_groups))
+        search = GridSearchCV(self.pipeline, grid, scoring="f1_macro", cv=cv, refit=False, n_jobs=1)
+        search.fit(X, y, groups=groups)
+        self.best_params = {k.split("__", 1)[1]: v for k, v in search.best_params_.items()}
+        self.pipeline.set_params(**search.best_params_)
 
     def predict_proba(self, X) -> np.ndarray:
         """Per-class scores ``(n, num_labels)`` (rows sum to 1; 0 for classes unseen in training)."""
@@ -153,7 +182,9 @@ class ClassicClassifier:
             "classifier": self.classifier,
             "id2label": {str(i): name for i, name in (self.id2label or {}).items()},
             "label2id": self.label2id or {},
-            "kwargs": self.kwargs,
+            "kwargs": {**self.kwargs, **self.best_params},
+            "search": self.search,
+            "best_params": self.best_params,
         }
 
     def save_pretrained(self, save_directory: str | Path) -> Path:
