@@ -2,7 +2,9 @@
 
 import sys
 
+from ser_hf.config import configure_logging
 from ser_hf.compare import compare_from_args
 
 if __name__ == "__main__":
+    configure_logging()
     print(compare_from_args(sys.argv[1:]))

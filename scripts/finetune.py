@@ -2,8 +2,9 @@
 
 import sys
 
-from ser_hf.config import load_config
+from ser_hf.config import configure_logging, load_config
 from ser_hf.experiment import run
 
 if __name__ == "__main__":
+    configure_logging()
     run(load_config(sys.argv[1:]))

@@ -145,3 +145,29 @@ def to_yaml(cfg: DictConfig | dict) -> str:
 
 def dataclass_dict(obj) -> dict:
     return asdict(obj)
+
+
+def configure_logging(level: int | str = "INFO") -> None:
+    """Log ``ser_hf`` messages (warnings about skipped clips, chosen hyper-parameters) to stderr."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("ser_hf").setLevel(level)
+
+
+def parse_key_values(args: list[str], required: tuple[str, ...] = (), optional: dict | None = None) -> dict:
+    """``key=value`` command-line arguments of the small scripts (predict) into a dict, typed by
+    ``optional``; a missing required key or an unknown key is an error saying what is accepted."""
+    optional = optional or {}
+    out: dict[str, Any] = {}
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if not sep:
+            raise SystemExit(f"expected key=value, got {arg!r}; keys: {', '.join(required + tuple(optional))}")
+        if key not in required and key not in optional:
+            raise SystemExit(f"unknown key {key!r}; keys: {', '.join(required + tuple(optional))}")
+        out[key] = optional.get(key, str)(value)
+    missing = [k for k in required if k not in out]
+    if missing:
+        raise SystemExit(f"missing {', '.join(k + '=...' for k in missing)}")
+    return out
