@@ -134,3 +134,23 @@ def test_finetune_script_under_two_process_ddp(tmp_path, gen_cache):
     assert m_ddp["test"]["num_examples"] == m_one["test"]["num_examples"] == 224
     assert abs(m_ddp["test"]["macro_f1"] - m_one["test"]["macro_f1"]) < 0.25
     assert not list(tmp_path.glob("runs")), "no process may fall back to a default output folder"
+
+
+def test_resume_ends_like_an_uninterrupted_run(tmp_path, gen_cache, monkeypatch):
+    """Stop after 2 of 4 epochs, resume=true: the same history, metrics and predictions as 4 epochs straight."""
+    from ser_hf.experiment import run
+
+    monkeypatch.setenv("SER_HF_CACHE", str(gen_cache))
+    base = ["recipe=demo", "data.synthetic={speakers:4,per_class:2,seed:0}", f"data.cache_dir={gen_cache / 'datasets'}",
+            "trainer.progress_bar=false", "trainer.log_with=null", "trainer.scheduler=plateau"]
+    straight = run(load_config([*base, "trainer.max_epochs=4", f"output_dir={tmp_path / 'straight'}"]))
+    run(load_config([*base, "trainer.max_epochs=2", f"output_dir={tmp_path / 'resumed'}"]))
+    resumed = run(load_config([*base, "trainer.max_epochs=4", "resume=true", f"output_dir={tmp_path / 'resumed'}"]))
+    h1 = json.loads((straight / "history.json").read_text())
+    h2 = json.loads((resumed / "history.json").read_text())
+    assert [e["train_loss"] for e in h1] == [e["train_loss"] for e in h2]
+    assert [e["val_macro_f1"] for e in h1] == [e["val_macro_f1"] for e in h2]
+    m1 = json.loads((straight / "metrics.json").read_text())
+    m2 = json.loads((resumed / "metrics.json").read_text())
+    assert m1["test"] == m2["test"] and m1["best_epoch"] == m2["best_epoch"]
+    assert (straight / "predictions.csv").read_text() == (resumed / "predictions.csv").read_text()
