@@ -13,7 +13,10 @@ Measured side by side in one process on the same decoded clips: the methods take
 - ``ser_hf per file (B=1)``: ``Predictor.predict_arrays`` with batch size 1 (separates batching's gain from
   the pipeline's own per-call overhead);
 - ``ser_hf batched (B)``: ``Predictor.predict_arrays`` (length-sorted batches of B, one forward per batch);
-- ``ser_hf batched int8 (B)``: the same after dynamic int8 quantisation of the Linear layers;
+- ``ser_hf ... bf16``: the same under bfloat16 autocast (``load_for_inference(precision="bf16")``); this CPU has
+  native bf16 (AVX512-BF16);
+- ``ser_hf batched int8 (B)``: the same after dynamic int8 quantisation of the Linear layers
+  (``precision="int8"``);
 - ``ser_hf predict_files (B)``: end to end from the WAV files (decode + resample + batched inference).
 
 Peak memory: each method runs once in a fresh subprocess that reports its peak resident set size
@@ -100,7 +103,7 @@ def memory_probe(method: str, model_dir: str, files: list[str], batch_size: int)
     else:
         from ser_hf.inference import load_for_inference
 
-        pred = load_for_inference(model_dir, device="cpu", int8=method == "int8")
+        pred = load_for_inference(model_dir, device="cpu", precision=method)
         loaded = peak_rss_mb()
         pred.predict_arrays(arrays, SR, batch_size=batch_size)
     return {"after_load_mb": loaded, "peak_mb": peak_rss_mb()}
@@ -186,7 +189,8 @@ def main(argv=None) -> int:
 
     pipe = pipeline("audio-classification", model=str(model_dir), device=-1)
     fp32 = load_for_inference(model_dir, device="cpu")
-    int8 = load_for_inference(model_dir, device="cpu", int8=True)
+    int8 = load_for_inference(model_dir, device="cpu", precision="int8")
+    bf16 = load_for_inference(model_dir, device="cpu", precision="bf16")
     big = max(args.batch_sizes)
 
     def run_pipeline(clips):
@@ -198,6 +202,8 @@ def main(argv=None) -> int:
     methods = {"pipeline loop (per file)": run_pipeline, "ser_hf per file fp32 (B=1)": batched(fp32, 1)}
     for b in args.batch_sizes:
         methods[f"ser_hf batched fp32 (B={b})"] = batched(fp32, b)
+    methods["ser_hf per file bf16 (B=1)"] = batched(bf16, 1)
+    methods[f"ser_hf batched bf16 (B={big})"] = batched(bf16, big)
     methods[f"ser_hf batched int8 (B={big})"] = batched(int8, big)
     methods[f"ser_hf predict_files fp32 (B={big})"] = "files"
 
@@ -205,6 +211,7 @@ def main(argv=None) -> int:
     pipe({"raw": arrays[0], "sampling_rate": SR})
     fp32.predict_arrays(arrays[:2], SR)
     int8.predict_arrays(arrays[:2], SR)
+    bf16.predict_arrays(arrays[:2], SR)
 
     # The machine is shared: load changes within a minute. Methods therefore take turns on blocks of
     # `block` clips (order rotated per block), and a repeat's rate is its clips over its summed time.
@@ -236,15 +243,17 @@ def main(argv=None) -> int:
 
     ref = outputs["pipeline loop (per file)"]
     ours = outputs[f"ser_hf batched fp32 (B={big})"]
-    q = outputs[f"ser_hf batched int8 (B={big})"]
     agree_ours = np.mean([a == b for a, b in zip(top1(ours), top1(ref))])
     diff_ours = max(abs(a[k] - b[k]) for a, b in zip(ours, ref) for k in labels)
-    agree_q = np.mean([a == b for a, b in zip(top1(q), top1(ours))])
-    diff_q = max(abs(a[k] - b[k]) for a, b in zip(q, ours) for k in labels)
+    low = {}
+    for p in ("bf16", "int8"):
+        q = outputs[f"ser_hf batched {p} (B={big})"]
+        low[p] = (np.mean([a == b for a, b in zip(top1(q), top1(ours))]),
+                  max(abs(a[k] - b[k]) for a, b in zip(q, ours) for k in labels))
     margin = statistics.median(sorted(s.values())[-1] - sorted(s.values())[-2] for s in ours)
 
     memory = {}
-    for method in ("pipeline", "fp32", "int8"):
+    for method in ("pipeline", "fp32", "bf16", "int8"):
         memory[method] = run_probe(method, model_dir, files, big)
         print("memory", method, memory[method], flush=True)
 
@@ -299,9 +308,10 @@ def main(argv=None) -> int:
         "",
         f"- Agreement, ser_hf batched fp32 vs pipeline loop: top-1 {agree_ours:.1%}, max |prob diff| "
         f"{diff_ours:.1e}.",
-        f"- Agreement, int8 vs fp32: top-1 {agree_q:.1%}, max |prob diff| {diff_q:.1e}. Caveat: with random "
-        f"weights the 7 class probabilities are nearly equal (median top-1 margin {margin:.1e}), so this "
-        "agreement is a worst case; a trained model's margins are orders of magnitude wider.",
+        f"- Agreement with fp32 (batched): bf16 top-1 {low['bf16'][0]:.1%}, max |prob diff| {low['bf16'][1]:.1e}; "
+        f"int8 top-1 {low['int8'][0]:.1%}, max |prob diff| {low['int8'][1]:.1e}. Caveat: with random weights "
+        f"the 7 class probabilities are nearly equal (median top-1 margin {margin:.1e}), so top-1 agreement "
+        "is a worst case here; a trained model's margins are much wider.",
         "",
         "## Peak memory (resident set size, MB)",
         "",
@@ -313,7 +323,7 @@ def main(argv=None) -> int:
         "|---|---:|---:|---:|",
     ]
     names = {"pipeline": "pipeline loop (per file)", "fp32": f"ser_hf batched fp32 (B={big})",
-             "int8": f"ser_hf batched int8 (B={big})"}
+             "bf16": f"ser_hf batched bf16 (B={big})", "int8": f"ser_hf batched int8 (B={big})"}
     for key, m in memory.items():
         lines.append(f"| {names[key]} | {m['after_load_mb']:.0f} | {m['peak_mb']:.0f} | "
                      f"{m['peak_mb'] - m['after_load_mb']:.0f} |")
@@ -323,7 +333,7 @@ def main(argv=None) -> int:
             "## Fine-tuning step throughput (CPU)",
             "",
             f"Batch of {args.train_batch} random 3 s crops (16 kHz), forward + backward + AdamW step, "
-            f"{args.train_steps} timed steps after one warm-up step; fp32.",
+            f"{args.train_steps} timed steps after one warm-up step; fp32 (`trainer.mixed_precision=no`).",
             "",
             "| mode | clips/s (median) | s/step | steps (clips/s) |",
             "|---|---:|---:|---|",

@@ -1,0 +1,435 @@
+"""Predict emotions for audio files or arrays with any saved ser_hf model.
+
+``load_for_inference(model_dir)`` recognises what a folder holds:
+
+- a transformers audio classifier (``preprocessor_config.json`` beside ``config.json``), e.g. a fine-tuned
+  wav2vec2 / HuBERT / WavLM / AST / Whisper-encoder model, or a merged LoRA model;
+- a LoRA adapter folder (``adapter_config.json``, written by ``ser_hf.models.transformer.save_adapter``);
+- a ser_hf baseline network (``config.json`` with ``model_type`` ``ser_*``) + ``feature_config.json``;
+- a classic sklearn model (``model_type`` ``ser_classic``) + ``feature_config.json`` (acoustic features) or
+  ``embedding_config.json`` (pooled hidden states of a speech encoder).
+
+``predict_files`` / ``predict_arrays`` return one record per input, in input order::
+
+    {"file": "a.wav", "label": "anger", "scores": {"anger": 0.71, "boredom": 0.02, ...}}
+
+A file that cannot be decoded gives ``{"file", "label": None, "scores": None, "error": "..."}`` and the
+rest go on. Long inputs are cut into overlapping chunks whose logits are averaged; inputs are sorted by
+length and batched, which is what makes this faster than a per-file ``pipeline("audio-classification")``
+loop (see benchmarks/results/inference.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_S = 10.0
+DEFAULT_OVERLAP_S = 1.0
+KINDS = ("transformer", "adapter", "baseline", "classic")
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class Predictor:
+    """A loaded model plus what it needs to turn waveforms into class scores.
+
+    Use :func:`load_for_inference` to build one; call :meth:`predict_files` / :meth:`predict_arrays`.
+    """
+
+    def __init__(self, kind: str, model: Any, label_names: list[str], sampling_rate: int, model_dir: Path, *,
+                 feature_extractor=None, feature_config=None, embedding_config: dict | None = None,
+                 device: torch.device | None = None):
+        self.kind = kind
+        self.model = model
+        self.label_names = label_names
+        self.sampling_rate = int(sampling_rate)
+        self.model_dir = model_dir
+        self.feature_extractor = feature_extractor
+        self.feature_config = feature_config
+        self.embedding_config = embedding_config
+        self.device = device or torch.device("cpu")
+        self.precision = "fp32"
+        self._encoder = None
+        self._warned_speaker_norm = False
+
+    def __repr__(self) -> str:
+        return (f"Predictor(kind={self.kind!r}, model_dir='{self.model_dir}', labels={self.label_names}, "
+                f"sampling_rate={self.sampling_rate}, precision={self.precision!r})")
+
+    def _forward(self, **inputs):
+        """The model's logits as float32 numpy, under bf16 autocast when precision='bf16'."""
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        if self.precision == "bf16":
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                return self.model(**inputs).logits.float().cpu().numpy()
+        return self.model(**inputs).logits.float().cpu().numpy()
+
+    # ---------------------------------------------------------------------------------------------- scoring
+
+    @property
+    def uses_attention_mask(self) -> bool:
+        from ser_hf.models.transformer import uses_attention_mask
+
+        return self.feature_extractor is not None and uses_attention_mask(self.feature_extractor)
+
+    @torch.inference_mode()
+    def _transformer_scores(self, arrays: list[np.ndarray], batch_size: int, chunk_s: float | None,
+                            overlap_s: float, allow_padding: bool | None) -> list[np.ndarray]:
+        from ser_hf.models.transformer import _is_waveform_extractor, chunk_clip, featurize, length_sorted_batches
+
+        chunks, owner = [], []
+        for i, a in enumerate(arrays):
+            pieces = chunk_clip(a, self.sampling_rate, chunk_s, overlap_s) if chunk_s else [a]
+            chunks.extend(pieces)
+            owner.extend([i] * len(pieces))
+        if allow_padding is None:
+            # exact per-clip results: pad only where the checkpoint masks padding (or pads to a fixed length)
+            allow_padding = self.uses_attention_mask or not _is_waveform_extractor(self.feature_extractor)
+        logits = np.zeros((len(chunks), len(self.label_names)), dtype=np.float64)
+        for batch in length_sorted_batches([len(c) for c in chunks], batch_size, exact_lengths=not allow_padding):
+            logits[batch] = self._forward(**featurize(self.feature_extractor, [chunks[j] for j in batch],
+                                                      self.sampling_rate))
+        sums = np.zeros((len(arrays), logits.shape[1]))
+        np.add.at(sums, np.asarray(owner), logits)
+        counts = np.bincount(owner, minlength=len(arrays))[:, None]
+        return list(_softmax(sums / counts))
+
+    def _features(self, array: np.ndarray) -> np.ndarray:
+        from ser_hf.features import extract
+
+        x = extract(array, self.sampling_rate, self.feature_config)
+        if getattr(self.feature_config, "speaker_norm", False):
+            # Training normalised with each speaker's statistics over many clips; a lone file has only its
+            # own, so it is normalised with those (utterance-level), the closest available substitute.
+            if not self._warned_speaker_norm:
+                logger.warning("%s was trained with speaker-normalised features; at inference each file is "
+                               "normalised with its own statistics (no speaker statistics are available)",
+                               self.model_dir)
+                self._warned_speaker_norm = True
+            x = _utterance_normalise(x)
+        return x
+
+    @torch.inference_mode()
+    def _baseline_scores(self, arrays: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
+        from ser_hf.features import window_array
+
+        windows, owner = [], []
+        for i, a in enumerate(arrays):
+            w = window_array(self._features(a), self.feature_config)
+            windows.extend(w)
+            owner.extend([i] * len(w))
+        logits = np.zeros((len(windows), len(self.label_names)), dtype=np.float64)
+        by_shape: dict[tuple, list[int]] = {}
+        for j, w in enumerate(windows):
+            by_shape.setdefault(w.shape, []).append(j)
+        for idx in by_shape.values():
+            for start in range(0, len(idx), batch_size):
+                batch = idx[start:start + batch_size]
+                logits[batch] = self._forward(input_values=torch.from_numpy(np.stack([windows[j] for j in batch])))
+        sums = np.zeros((len(arrays), logits.shape[1]))
+        np.add.at(sums, np.asarray(owner), logits)
+        counts = np.bincount(owner, minlength=len(arrays))[:, None]
+        return list(_softmax(sums / counts))
+
+    def _classic_scores(self, arrays: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
+        if self.embedding_config is not None:
+            X = self._embed(arrays, batch_size)
+        else:
+            X = np.stack([self._features(a).reshape(-1) for a in arrays])
+        return list(self.model.predict_proba(X))
+
+    def _embed(self, arrays: list[np.ndarray], batch_size: int) -> np.ndarray:
+        from ser_hf.embeddings import _load_encoder
+        from ser_hf.models.transformer import length_sorted_batches, uses_attention_mask
+
+        cfg = self.embedding_config
+        if self._encoder is None:
+            self._encoder = _load_encoder(cfg["name_or_path"], cfg["layers"], str(self.device), None)
+        enc = self._encoder
+        exact = enc.waveform and not uses_attention_mask(enc.feature_extractor)
+        out: list[np.ndarray | None] = [None] * len(arrays)
+        for group in length_sorted_batches([len(a) for a in arrays], batch_size, exact_lengths=exact):
+            vectors = enc([arrays[i] for i in group], self.sampling_rate, cfg["layers"], cfg["pooling"])
+            for i, v in zip(group, vectors):
+                out[i] = v
+        return np.stack(out)
+
+    def scores(self, arrays: list[np.ndarray], *, batch_size: int = 8, chunk_s: float | None = DEFAULT_CHUNK_S,
+               overlap_s: float = DEFAULT_OVERLAP_S, allow_padding: bool | None = None) -> list[np.ndarray]:
+        """Class probabilities for mono float arrays already at :attr:`sampling_rate`."""
+        if not arrays:
+            return []
+        if self.kind in ("transformer", "adapter"):
+            return self._transformer_scores(arrays, batch_size, chunk_s, overlap_s, allow_padding)
+        if self.kind == "baseline":
+            return self._baseline_scores(arrays, batch_size)
+        return self._classic_scores(arrays, batch_size)
+
+    def _record(self, name: str, probs: np.ndarray) -> dict:
+        scores = {label: float(p) for label, p in zip(self.label_names, probs)}
+        return {"file": name, "label": self.label_names[int(np.argmax(probs))], "scores": scores}
+
+    # ------------------------------------------------------------------------------------------ public API
+
+    def predict_arrays(self, arrays: Sequence[np.ndarray], sampling_rate: int, *, names: Sequence[str] | None = None,
+                       batch_size: int = 8, chunk_s: float | None = DEFAULT_CHUNK_S,
+                       overlap_s: float = DEFAULT_OVERLAP_S, allow_padding: bool | None = None) -> list[dict]:
+        """Records for mono arrays at ``sampling_rate`` (resampled to the model's rate when different)."""
+        from ser_hf.data.audio import resample
+
+        names = list(names) if names is not None else [f"<array {i}>" for i in range(len(arrays))]
+        if len(names) != len(arrays):
+            raise ValueError(f"{len(names)} names for {len(arrays)} arrays")
+        prepared = []
+        for name, a in zip(names, arrays):
+            a = np.asarray(a, dtype=np.float32)
+            if a.ndim != 1 or a.size == 0:
+                raise ValueError(f"{name}: expected a non-empty mono 1-D array, got shape {a.shape}")
+            prepared.append(resample(a, int(sampling_rate), self.sampling_rate))
+        probs = self.scores(prepared, batch_size=batch_size, chunk_s=chunk_s, overlap_s=overlap_s,
+                            allow_padding=allow_padding)
+        return [self._record(n, p) for n, p in zip(names, probs)]
+
+    def predict_files(self, paths: Iterable[str | os.PathLike], *, batch_size: int = 8,
+                      chunk_s: float | None = DEFAULT_CHUNK_S, overlap_s: float = DEFAULT_OVERLAP_S,
+                      allow_padding: bool | None = None, block_files: int = 256) -> list[dict]:
+        """Records for audio files, decoded with soundfile and resampled to the model's rate.
+
+        Files are processed ``block_files`` at a time (bounded memory), length-sorted and batched inside
+        a block. An undecodable file yields an ``error`` record and is skipped.
+        """
+        from ser_hf.data.audio import AudioDecodeError, decode_audio
+
+        paths = [os.fspath(p) for p in paths]
+        records: list[dict | None] = [None] * len(paths)
+        for start in range(0, len(paths), block_files):
+            block = range(start, min(start + block_files, len(paths)))
+            ok, arrays = [], []
+            for i in block:
+                try:
+                    arrays.append(decode_audio(paths[i], self.sampling_rate))
+                    ok.append(i)
+                except (AudioDecodeError, OSError) as err:
+                    logger.warning("skipping %s: %s", paths[i], err)
+                    records[i] = {"file": paths[i], "label": None, "scores": None, "error": str(err)}
+            probs = self.scores(arrays, batch_size=batch_size, chunk_s=chunk_s, overlap_s=overlap_s,
+                                allow_padding=allow_padding)
+            for i, p in zip(ok, probs):
+                records[i] = self._record(paths[i], p)
+        return records
+
+
+def _utterance_normalise(x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Z-score features with the clip's own per-dimension statistics (the layouts of ser_hf.features)."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 1:
+        return x  # clip vectors: one observation, nothing to estimate statistics from
+    axis = -1 if x.ndim == 3 else 0  # (C, F, T): over time; (T, D): over frames
+    mean = x.mean(axis=axis, keepdims=True)
+    std = x.std(axis=axis, keepdims=True)
+    return ((x - mean) / np.where(std > eps, std, 1.0)).astype(np.float32)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+
+
+def _labels_from(config: dict, where: Path) -> list[str]:
+    id2label = config.get("id2label")
+    if not id2label:
+        raise ValueError(f"{where} has no id2label: cannot name the predicted classes")
+    return [id2label[k] for k in sorted(id2label, key=lambda k: int(k))]
+
+
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 quantisation of the Linear layers (weights int8, activations quantised on the fly),
+    for CPU inference. Uses ``torch.ao.quantization.quantize_dynamic``, deprecated by torch in favour of
+    torchao but still shipped; see benchmarks/results/inference.md for its speed and agreement."""
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
+def load_for_inference(model_dir: str | os.PathLike, *, device: str | None = None,
+                       local_files_only: bool | None = None, precision: str = "fp32") -> Predictor:
+    """Load any saved ser_hf model folder (see the module docstring for what is recognised).
+
+    ``precision`` (neural models): ``"fp32"`` (default: identical to ``pipeline("audio-classification")``),
+    ``"bf16"`` (bfloat16 autocast: about 2x faster on CPUs with native bf16 such as AVX512-BF16 / AMX, and
+    on GPUs; slow where bf16 is emulated) or ``"int8"`` (:func:`quantize_int8`, CPU only). Both change
+    probabilities by ~1e-3; see benchmarks/results/inference.md.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: use one of {PRECISIONS}")
+    predictor = _load(model_dir, device=device, local_files_only=local_files_only)
+    if precision != "fp32" and predictor.kind == "classic":
+        raise ValueError(f"precision={precision!r} applies to neural models; {model_dir} is a classic sklearn model")
+    if precision == "int8":
+        if predictor.device.type != "cpu":
+            raise ValueError("int8 dynamic quantisation runs on CPU only; pass device='cpu'")
+        predictor.model = quantize_int8(predictor.model)
+    if precision == "bf16" and predictor.device.type == "cpu" and not _cpu_has_bf16():
+        logger.warning("precision='bf16' on a CPU without native bfloat16 (AVX512-BF16/AMX) is emulated and "
+                       "usually slower than fp32")
+    predictor.precision = precision
+    return predictor
+
+
+def _cpu_has_bf16() -> bool:
+    cpu = torch.cpu
+    checks = [getattr(cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(c() for c in checks if callable(c))
+
+
+def _load(model_dir: str | os.PathLike, *, device: str | None, local_files_only: bool | None) -> Predictor:
+    model_dir = Path(model_dir).expanduser()
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"model folder {model_dir} does not exist (pass the folder written by "
+                                f"save_pretrained, e.g. runs/<recipe>/<run>/model)")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    found = sorted(p.name for p in model_dir.iterdir())
+
+    if (model_dir / "adapter_config.json").is_file():
+        from ser_hf.models.transformer import load_adapter
+
+        model, fe = load_adapter(model_dir, local_files_only=local_files_only)
+        model = model.merge_and_unload()  # plain weights: no LoRA branch to run per forward
+        labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        return Predictor("adapter", model.to(dev).eval(), labels, fe.sampling_rate, model_dir,
+                         feature_extractor=fe, device=dev)
+
+    config_path = model_dir / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{model_dir} has no config.json (found: {found}); expected a folder written by "
+                                f"save_pretrained (transformers, ser_hf baseline or classic model)")
+    config = _read_json(config_path)
+    model_type = str(config.get("model_type", ""))
+
+    if model_type == "ser_classic":
+        from ser_hf.models.classic import ClassicClassifier
+
+        clf = ClassicClassifier.from_pretrained(model_dir)
+        labels = _labels_from(config, config_path)
+        if (model_dir / "embedding_config.json").is_file():
+            emb = _read_json(model_dir / "embedding_config.json")
+            name = emb.get("name_or_path") or emb.get("model_name_or_path")
+            if not name:
+                raise ValueError(f"{model_dir / 'embedding_config.json'} names no name_or_path (the encoder)")
+            emb = {"name_or_path": name, "layers": emb.get("layers", "last"), "pooling": emb.get("pooling", "mean")}
+            from ser_hf.models.transformer import load_feature_extractor
+
+            fe = load_feature_extractor(name, local_files_only=local_files_only)
+            return Predictor("classic", clf, labels, fe.sampling_rate, model_dir, embedding_config=emb, device=dev)
+        fcfg = _feature_config(model_dir, found)
+        return Predictor("classic", clf, labels, fcfg.sampling_rate, model_dir, feature_config=fcfg, device=dev)
+
+    if model_type.startswith("ser_"):
+        import ser_hf.models  # noqa: F401  registers the baseline configs/models with the Auto classes
+        from transformers import AutoModelForAudioClassification
+
+        fcfg = _feature_config(model_dir, found)
+        model = AutoModelForAudioClassification.from_pretrained(model_dir, local_files_only=True)
+        labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        return Predictor("baseline", model.to(dev).eval(), labels, fcfg.sampling_rate, model_dir,
+                         feature_config=fcfg, device=dev)
+
+    if (model_dir / "preprocessor_config.json").is_file():
+        from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+
+        fe = AutoFeatureExtractor.from_pretrained(model_dir, local_files_only=True)
+        model = AutoModelForAudioClassification.from_pretrained(model_dir, local_files_only=True)
+        labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        return Predictor("transformer", model.to(dev).eval(), labels, fe.sampling_rate, model_dir,
+                         feature_extractor=fe, device=dev)
+
+    raise ValueError(
+        f"{model_dir}: cannot tell what model this is (config model_type={model_type!r}; found {found}). "
+        f"Expected preprocessor_config.json (transformers model), adapter_config.json (LoRA adapter), or "
+        f"model_type 'ser_*' with feature_config.json (ser_hf baseline / classic model)"
+    )
+
+
+def _feature_config(model_dir: Path, found: list[str]):
+    from ser_hf.features import FeatureConfig
+
+    path = model_dir / "feature_config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{model_dir} has no feature_config.json (found: {found}); ser_hf baseline and "
+                                f"classic models keep the features they were trained on there")
+    return FeatureConfig.from_dict(_read_json(path))
+
+
+# What soundfile (libsndfile >= 1.1) decodes from its wheel alone.
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".w64")
+
+
+def audio_paths(spec: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """Audio files named by ``spec``: a file, a folder (searched recursively, sorted), a glob pattern
+    (``clips/*.wav``), a comma-separated list of those, or an iterable of them."""
+    import glob
+
+    if isinstance(spec, (str, os.PathLike)):
+        text = os.fspath(spec)
+        items = [t for t in text.split(",") if t] if "," in text and not Path(text).exists() else [text]
+    else:
+        items = [os.fspath(x) for x in spec]
+    out: list[Path] = []
+    for item in items:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+            if not found:
+                raise ValueError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) under folder {path}")
+            out.extend(found)
+        elif path.is_file():
+            out.append(path)
+        elif glob.has_magic(item):
+            found = sorted(Path(p) for p in glob.glob(os.path.expanduser(item), recursive=True) if Path(p).is_file())
+            if not found:
+                raise FileNotFoundError(f"the pattern {item!r} matches no files")
+            out.extend(found)
+        else:
+            raise FileNotFoundError(f"audio path {path} does not exist (pass a file, a folder or a glob pattern)")
+    return out
+
+
+def _predictor(model: Predictor | str | os.PathLike, device: str | None) -> Predictor:
+    return model if isinstance(model, Predictor) else load_for_inference(model, device=device)
+
+
+def predict_files(paths: Iterable[str | os.PathLike], model: Predictor | str | os.PathLike, *,
+                  device: str | None = None, **kwargs) -> list[dict]:
+    """:meth:`Predictor.predict_files` with a model folder or a loaded :class:`Predictor`."""
+    return _predictor(model, device).predict_files(paths, **kwargs)
+
+
+def predict_arrays(arrays: Sequence[np.ndarray], sampling_rate: int, model: Predictor | str | os.PathLike, *,
+                   device: str | None = None, **kwargs) -> list[dict]:
+    """:meth:`Predictor.predict_arrays` with a model folder or a loaded :class:`Predictor`."""
+    return _predictor(model, device).predict_arrays(arrays, sampling_rate, **kwargs)
+
+
+__all__ = ["AUDIO_EXTENSIONS", "DEFAULT_CHUNK_S", "DEFAULT_OVERLAP_S", "PRECISIONS", "Predictor", "audio_paths",
+           "load_for_inference", "predict_arrays", "predict_files", "quantize_int8"]
