@@ -135,8 +135,9 @@ def load_data(data: DataConfig, seed: int) -> ExperimentData:
     }
     if cross:
         info["train_corpus"], info["test_corpus"] = data.corpus, data.test_corpus
-        info["speakers"] = {**main.info.speakers, "test": infos[data.test_corpus]["speakers"].get("test", [])}
-        info["speakers"]["test"] = sorted({s for v in infos[data.test_corpus]["speakers"].values() for s in v})
+        # The whole test corpus is tested: its speakers from every split.
+        info["speakers"] = {**main.info.speakers,
+                            "test": sorted({s for v in infos[data.test_corpus]["speakers"].values() for s in v})}
     if multi:
         info["corpora"] = {k: {"speakers": v["speakers"]} for k, v in infos.items()}
     return ExperimentData(train, validation, tests, list(main.info.label_names), info)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,14 @@ def hf_cache(tmp_path, monkeypatch):
     cache = tmp_path / "hf_cache"
     monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
     return cache
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any socket connection attempt fails the test (the Hub must never be contacted)."""
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")

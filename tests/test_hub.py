@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -17,14 +16,8 @@ NAMES = ["anger", "disgust", "fear", "happy", "neutral", "sad"]
 
 
 @pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Every test here fails on any connection attempt."""
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def _offline(no_network):
+    """Every test here fails on any connection attempt (conftest's no_network)."""
 
 
 def run_metrics(**overrides):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 
 import numpy as np
 import pytest
@@ -12,17 +11,6 @@ from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_
 from ser_hf.metrics import SERMetrics, compute_metrics
 
 NAMES = ["angry", "happy", "neutral", "sad"]
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any socket connection attempt fails the test."""
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 def test_hand_computed_example():
