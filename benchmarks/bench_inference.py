@@ -117,8 +117,14 @@ def run_probe(method: str, model_dir: Path, files: list[Path], batch_size: int) 
 
 
 def finetune_throughput(model_dir: Path, arrays: list[np.ndarray], labels: list[str], batch_size: int,
-                        steps: int, lora: bool) -> list[float]:
-    """Clips/s of optimizer steps (forward + backward + AdamW) on random 3 s crops."""
+                        steps: int, lora: bool, device: str = "cpu", dtype=None) -> list[float]:
+    """Clips/s of optimizer steps (forward + backward + AdamW) on random 3 s crops.
+
+    ``dtype`` (e.g. torch.bfloat16): autocast as Accelerate's ``mixed_precision`` does; weights and
+    optimizer state stay float32.
+    """
+    import contextlib
+
     import torch
 
     from ser_hf.models import transformer as tf
@@ -126,23 +132,31 @@ def finetune_throughput(model_dir: Path, arrays: list[np.ndarray], labels: list[
     model, fe = tf.load_audio_classifier(model_dir, labels)
     if lora:
         model = tf.apply_lora(model, r=8, alpha=16, dropout=0.05)
-    model.train()
+    model.to(device).train()
     groups = tf.param_groups(model, head_lr=1e-3, encoder_lr=5e-5, weight_decay=0.01)
     opt = torch.optim.AdamW([{k: g[k] for k in ("params", "lr", "weight_decay")} for g in groups])
     long_clips = [np.concatenate([arrays[i], arrays[(i + 1) % len(arrays)]]) for i in range(len(arrays))]
     rows = [{"audio": {"array": a, "sampling_rate": SR}, "label": i % len(labels), "clip_id": i}
             for i, a in enumerate(long_clips)]
     collate = tf.AudioCollator(fe, max_duration_s=3.0, train=True, seed=0)
+    cuda = torch.device(device).type == "cuda"
     rates = []
-    for step in range(steps + 1):  # step 0 warms up (allocator, oneDNN kernels)
+    warmup = 3 if cuda else 1  # cuDNN/cuBLAS autotuning, allocator; oneDNN kernel selection on CPU
+    for step in range(steps + warmup):
         batch = collate([rows[(step * batch_size + j) % len(rows)] for j in range(batch_size)])
         batch.pop("clip_id")
+        if cuda:
+            torch.cuda.synchronize()
         start = time.perf_counter()
-        loss = model(**batch).loss
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with torch.autocast(torch.device(device).type, dtype=dtype) if dtype else contextlib.nullcontext():
+            loss = model(**batch).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if step:
+        if cuda:
+            torch.cuda.synchronize()
+        if step >= warmup:
             rates.append(batch_size / (time.perf_counter() - start))
     return rates
 

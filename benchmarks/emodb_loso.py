@@ -4,7 +4,7 @@
     python benchmarks/emodb_loso.py --data-dir ../shared/data/emodb --leakage cnn2d_emodb
 
 Each recipe is cross-validated with ``scripts/crossval.py`` semantics (10 LOSO folds, resumable: a
-finished fold is not re-run), into ``--runs DIR/<recipe>``. The table (mean ± std over folds, pooled
+finished fold is not re-run; ``--jobs N`` runs N folds at once), into ``--runs DIR/<recipe>``. The table (mean ± std over folds, pooled
 macro-F1, train time) is written to ``--out`` (default benchmarks/results/emodb_loso.md), together with
 the command, the machine and the date. ``--leakage R`` also runs R under the leaky utterance-level
 random split (the seed projects' protocol) and prints both side by side.
@@ -21,12 +21,16 @@ import time
 from pathlib import Path
 
 from ser_hf.config import load_config
-from ser_hf.crossval import SUMMARY_JSON, crossval_recipe
+from ser_hf.crossval import SUMMARY_JSON, crossval_recipe, plan_folds, run_parallel, why_incomplete
 from ser_hf.experiment import run
 
 
 def machine() -> str:
-    return f"{platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.platform()}"
+    import torch
+
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
+    return (f"{platform.machine()} {os.cpu_count()} CPUs{gpu}, torch {torch.__version__}, "
+            f"Python {platform.python_version()}, {platform.platform()}")
 
 
 def row(recipe: str, summary: dict) -> str:
@@ -43,31 +47,57 @@ def main(argv=None) -> int:
     ap.add_argument("--recipes", nargs="*", default=[])
     ap.add_argument("--leakage", nargs="*", default=[], help="recipes to also run under split=random (leaky)")
     ap.add_argument("--runs", default="runs/benchmarks/emodb_loso")
+    ap.add_argument("--jobs", type=int, default=1, help="folds run at once, each in its own process")
     ap.add_argument("--out", default="benchmarks/results/emodb_loso.md")
     ap.add_argument("overrides", nargs="*", help="extra key=value overrides for every recipe")
     args = ap.parse_args(argv)
     if not Path(args.data_dir, "wav").is_dir():
         ap.error(f"--data-dir {args.data_dir}: no wav/ folder there (expected the EmoDB layout wav/03a01Fa.wav)")
 
+    common = ["data.corpus=emodb", f"data.data_dir={args.data_dir}", "trainer.progress_bar=false", *args.overrides]
+    loso = {r: [f"recipe={r}", *common, "data.split=loso"] for r in args.recipes}
+    leaky_dir = {r: Path(args.runs) / (r + "-random") for r in args.leakage}
+    leaky_args = {r: [f"recipe={r}", *common, "data.split=random"] for r in args.leakage}
+    incomplete = []
+    if args.jobs > 1:
+        # One queue over every fold of every recipe (and the leaky runs), so no core waits for a
+        # recipe's slowest fold; then the summaries below only read the finished folds.
+        tasks = []
+        for recipe in args.recipes:
+            tasks += plan_folds(loso[recipe], Path(args.runs) / recipe).tasks()
+            if recipe in leaky_dir:
+                tasks.append((leaky_dir[recipe], leaky_args[recipe]))
+        tasks += [(leaky_dir[r], leaky_args[r]) for r in args.leakage if r not in args.recipes]
+        try:
+            run_parallel(tasks, args.jobs)
+        except RuntimeError as err:  # report what finished; the failed runs are named in the error
+            print(err, file=sys.stderr)
+        incomplete = sorted({d.parent.name if d.name.startswith("fold") else d.name
+                             for d, _ in tasks if why_incomplete(d) is not None})
+
     lines = []
     for recipe in args.recipes:
+        if recipe in incomplete:
+            print(f"{recipe}: some folds did not finish; not summarised", file=sys.stderr)
+            continue
         start = time.perf_counter()
-        out = crossval_recipe([f"recipe={recipe}", "data.corpus=emodb", f"data.data_dir={args.data_dir}",
-                               "data.split=loso", "trainer.progress_bar=false", *args.overrides],
-                              out_dir=Path(args.runs) / recipe)
+        out = crossval_recipe(loso[recipe], out_dir=Path(args.runs) / recipe)
         summary = json.loads((out / SUMMARY_JSON).read_text())
         lines.append(row(recipe, summary))
         print(lines[-1], f"({time.perf_counter() - start:.0f} s wall)", flush=True)
     leak_lines = []
     for recipe in args.leakage:
-        leaky = run(load_config([f"recipe={recipe}", "data.corpus=emodb", f"data.data_dir={args.data_dir}",
-                                 "data.split=random", "trainer.progress_bar=false", *args.overrides,
-                                 f"output_dir={Path(args.runs) / (recipe + '-random')}"]))
+        leaky = leaky_dir[recipe]
+        if why_incomplete(leaky) is not None:
+            if leaky.name in incomplete:
+                continue
+            run(load_config([*leaky_args[recipe], f"output_dir={leaky}"]))
         m = json.loads((leaky / "metrics.json").read_text())
-        loso = json.loads((Path(args.runs) / recipe / SUMMARY_JSON).read_text()) \
-            if (Path(args.runs) / recipe / SUMMARY_JSON).exists() else None
+        loso_summary = Path(args.runs) / recipe / SUMMARY_JSON
+        loso_m = json.loads(loso_summary.read_text()) if loso_summary.exists() else None
         leak_lines.append(f"| `{recipe}` | {m['test']['macro_f1']:.3f} (LEAKY) | "
-                          + (f"{loso['mean']['macro_f1']:.3f} ± {loso['std']['macro_f1']:.3f} |" if loso else "not run |"))
+                          + (f"{loso_m['mean']['macro_f1']:.3f} ± {loso_m['std']['macro_f1']:.3f} |"
+                             if loso_m else "not run |"))
         print(leak_lines[-1], flush=True)
 
     text = [f"# EmoDB (shared copy) — leave-one-speaker-out\n",

@@ -1,4 +1,4 @@
-"""Every fold of a recipe (LOSO / EmoBox k-fold), resumable: ``scripts/crossval.py recipe=NAME [key=value ...]``."""
+"""Every fold of a recipe (LOSO / EmoBox k-fold), resumable: ``scripts/crossval.py recipe=NAME [jobs=N] [key=value ...]``."""
 
 import sys
 

@@ -308,6 +308,49 @@ def run_folds(
     return run_dirs
 
 
+def run_parallel(tasks: Sequence[tuple[Path, list[str]]], jobs: int) -> None:
+    """Run ``(run_dir, overrides)`` tasks as ``jobs`` concurrent ``python -m ser_hf.experiment`` processes.
+
+    For many CPU cores, or one GPU shared by small models (one fold of a CNN baseline leaves a GPU
+    mostly idle). Tasks start in the given order; each logs to ``<run_dir>.log``; CPU threads are split
+    between the jobs unless ``OMP_NUM_THREADS`` is set. A task whose run folder is already finished is
+    skipped, and a failed task does not stop the others: the error comes after all have ended, naming
+    the failed runs' logs, and re-running resumes. (A plain process pool: ``accelerate launch`` spreads
+    one training over many processes, not many trainings over one machine.)
+    """
+    import subprocess
+    import sys
+    import time
+
+    todo = [(Path(d), list(o)) for d, o in tasks if why_incomplete(d) is not None]
+    if not todo:
+        return
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // min(jobs, len(todo)))))
+    running: list[tuple[subprocess.Popen, Path, Path]] = []
+    failed: list[tuple[Path, Path]] = []
+    logger.info("%d runs to do, %d at a time", len(todo), jobs)
+    while todo or running:
+        while todo and len(running) < jobs:
+            run_dir, overrides = todo.pop(0)
+            log = Path(f"{run_dir}.log")
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "w") as fh:
+                cmd = [sys.executable, "-m", "ser_hf.experiment", *overrides, f"output_dir={run_dir}"]
+                running.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env), run_dir, log))
+        for item in [r for r in running if r[0].poll() is not None]:
+            running.remove(item)
+            proc, run_dir, log = item
+            ok = proc.returncode == 0 and why_incomplete(run_dir) is None
+            logger.info("%s %s (%s)", run_dir, "done" if ok else f"FAILED (exit {proc.returncode})", log)
+            if not ok:
+                failed.append((run_dir, log))
+        time.sleep(0.5)
+    if failed:
+        raise RuntimeError("runs failed: " + "; ".join(f"{d.name}, see {log}" for d, log in failed)
+                           + ". Re-run the same command to retry them (finished runs are kept).")
+
+
 def summarize_folds(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> dict:
     """Per-fold and mean ± std of macro-F1 / accuracy / UAR, plus metrics of the pooled predictions.
 
@@ -424,16 +467,33 @@ def default_fold_split(corpus: str) -> str:
     return "kfold" if corpus == "ravdess" else "loso"
 
 
-def crossval_recipe(overrides: Sequence[str], out_dir: str | os.PathLike | None = None) -> Path:
-    """Run every fold of a recipe (``recipe=NAME key=value ...``), skipping finished folds, and summarise.
+@dataclass
+class FoldPlan:
+    """The folds of one recipe's cross-validation: where each lands and the overrides that run it."""
 
-    The folds' run folders are ``<out_dir>/fold<k>``; ``out_dir`` defaults to
-    ``runs/<recipe>/crossval-<corpus>-<split>-seed<seed>``. A recipe whose ``data.split`` is
-    ``speaker`` or ``random`` is cross-validated with :func:`default_fold_split`.
-    """
+    recipe: str
+    out: Path
+    split: str
+    folds: list[int]
+    overrides: list[str]
+
+    def fold_dir(self, k: int) -> Path:
+        return self.out / f"fold{k}"
+
+    def fold_overrides(self, k: int) -> list[str]:
+        return [*self.overrides, f"data.split={self.split}", f"data.fold={k}"]
+
+    def tasks(self) -> list[tuple[Path, list[str]]]:
+        """``(run_dir, overrides)`` per fold, for :func:`run_parallel`."""
+        return [(self.fold_dir(k), self.fold_overrides(k)) for k in self.folds]
+
+
+def plan_folds(overrides: Sequence[str], out_dir: str | os.PathLike | None = None) -> FoldPlan:
+    """Resolve a recipe's folds (``recipe=NAME key=value ...``). Loads the corpus once to count speakers,
+    which also fills the decoded-corpus cache before any fold runs (parallel folds then only read it)."""
     from .config import DataConfig, load_config, section
     from .data.splits import num_folds
-    from .experiment import load_data, run
+    from .experiment import load_data
 
     overrides = list(overrides)
     for o in [o for o in overrides if o.startswith("output_dir=")]:
@@ -449,14 +509,31 @@ def crossval_recipe(overrides: Sequence[str], out_dir: str | os.PathLike | None 
                       int(base.seed))
     speakers = sorted({s for v in probe.info["speakers"].values() for s in v})
     folds = list(range(1, num_folds(data.corpus, split, speakers) + 1))
-    logger.info("cross-validating %s: %s with %d folds -> %s", base.recipe_name, split, len(folds), out)
+    return FoldPlan(str(base.recipe_name), out, split, folds, overrides)
 
-    def fold_dir(k: int) -> Path:
-        return out / f"fold{k}"
 
-    def run_one(k: int) -> Path:
-        return run(load_config([*overrides, f"data.split={split}", f"data.fold={k}", f"output_dir={fold_dir(k)}"]))
+def crossval_recipe(overrides: Sequence[str], out_dir: str | os.PathLike | None = None, jobs: int = 1) -> Path:
+    """Run every fold of a recipe (``recipe=NAME key=value ...``), skipping finished folds, and summarise.
 
-    dirs = run_folds(run_one, folds, fold_dir)
-    summarize_folds(dirs, out)
-    return out
+    The folds' run folders are ``<out_dir>/fold<k>``; ``out_dir`` defaults to
+    ``runs/<recipe>/crossval-<corpus>-<split>-seed<seed>``. A recipe whose ``data.split`` is
+    ``speaker`` or ``random`` is cross-validated with :func:`default_fold_split`. ``jobs`` > 1 (or
+    ``jobs=N`` among the overrides) runs that many folds at once in separate processes.
+    """
+    from .config import load_config
+    from .experiment import run
+
+    overrides = list(overrides)
+    for o in [o for o in overrides if o.startswith("jobs=")]:
+        jobs = int(o.split("=", 1)[1])
+        overrides.remove(o)
+    if jobs < 1:
+        raise ValueError(f"jobs={jobs}: the number of folds to run at once must be >= 1")
+    plan = plan_folds(overrides, out_dir)
+    logger.info("cross-validating %s: %s with %d folds -> %s", plan.recipe, plan.split, len(plan.folds), plan.out)
+    if jobs > 1:
+        run_parallel(plan.tasks(), jobs)
+    dirs = run_folds(lambda k: run(load_config([*plan.fold_overrides(k), f"output_dir={plan.fold_dir(k)}"])),
+                     plan.folds, plan.fold_dir)
+    summarize_folds(dirs, plan.out)
+    return plan.out

@@ -451,3 +451,18 @@ def _write_outputs(cfg, family: str, data: ExperimentData, outcome: Outcome, out
     logger.info("%s: test macro-F1 %s  (%s)", cfg.recipe_name, test.get("macro_f1"), out)
     print(json.dumps({"output_dir": str(out), "test_macro_f1": test.get("macro_f1"),
                       "validation_macro_f1": (metrics.get("validation") or {}).get("macro_f1")}))
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Command line: ``[accelerate launch] scripts/finetune.py recipe=NAME [key=value ...]`` or
+    ``python -m ser_hf.experiment recipe=NAME ...`` (what parallel cross-validation starts per fold)."""
+    import sys
+
+    from .config import configure_logging, load_config
+
+    configure_logging()
+    return run(load_config(sys.argv[1:] if argv is None else argv))
+
+
+if __name__ == "__main__":
+    main()

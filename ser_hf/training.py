@@ -40,6 +40,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import DataLoader, SequentialSampler
 
@@ -56,6 +57,7 @@ TRACKERS = ("tensorboard", "wandb")
 NON_MODEL_KEYS = ("labels", "clip_id")
 STATE_FILE = "trainer_state.json"
 BEST_FILE = "best.json"
+BEST_WEIGHTS = "model.safetensors"
 # Config keys that may change between an interrupted run and its resumption without changing results.
 _RESUME_FREE_KEYS = {"max_epochs", "early_stopping_patience", "log_with", "num_workers", "progress_bar",
                      "eval_batch_size"}
@@ -596,7 +598,9 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)  # made here so the other ranks find it (they only add their own files)
         acc.wait_for_everyone()
-        acc.save_state(str(tmp))
+        # torch.save, not safetensors: Accelerate's safetensors path drops tensors that share a storage
+        # (it takes them for tied duplicates), and cuDNN puts all of an nn.LSTM's weights in one storage.
+        acc.save_state(str(tmp), safe_serialization=False)
         acc.wait_for_everyone()
         if acc.is_main_process:
             _write_json_atomic(tmp / STATE_FILE, state)  # written last: marks the folder complete
@@ -611,7 +615,11 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)  # made here so the other ranks find it (they only add their own files)
         acc.wait_for_everyone()
-        acc.save_model(self.model, str(tmp))
+        state = acc.get_state_dict(self.model)  # unwrapped (and gathered, for sharded models)
+        if acc.is_main_process:
+            # Own copies: Accelerate's save_model would drop parameters sharing one storage (an LSTM's on CUDA).
+            save_file({k: v.detach().cpu().clone() for k, v in state.items()}, str(tmp / BEST_WEIGHTS),
+                      metadata={"format": "pt"})
         acc.wait_for_everyone()
         if acc.is_main_process:
             _write_json_atomic(tmp / BEST_FILE, {"epoch": epoch, "val_macro_f1": metric})
@@ -623,17 +631,18 @@ class Trainer:
         return json.loads(path.read_text())["epoch"] if path.is_file() else None
 
     def _restore_best(self) -> None:
-        from safetensors.torch import load_model
+        from safetensors.torch import load_file
 
         acc = self.accelerator
         acc.wait_for_everyone()
-        files = sorted((self.checkpoint_dir / "best").glob("model*.safetensors"))
-        if len(files) != 1:
-            raise FileNotFoundError(f"best checkpoint {self.checkpoint_dir / 'best'} should hold one "
-                                    f"model.safetensors, found {[f.name for f in files]}")
+        path = self.checkpoint_dir / "best" / BEST_WEIGHTS
+        if not path.is_file():
+            raise FileNotFoundError(f"best checkpoint {path} is missing; delete {self.checkpoint_dir} to start over")
         # safetensors names CPU "cpu", not Accelerate's "cpu:0" under multi-CPU
         device = "cpu" if acc.device.type == "cpu" else str(acc.device)
-        load_model(self.unwrapped_model, str(files[0]), device=device)
+        # load_state_dict copies into the live parameters. safetensors.torch.load_model refuses models
+        # whose parameters share one storage, which every nn.LSTM on CUDA has (cuDNN flattens its weights).
+        self.unwrapped_model.load_state_dict(load_file(str(path), device=device))
 
     def find_checkpoint(self) -> Path | None:
         """The newest complete ``last`` checkpoint (also looks at the aside/temporary folders an

@@ -283,6 +283,31 @@ def test_best_epoch_weights_are_restored(tmp_path):
     assert not torch.equal(final["head.weight"], trainer.snapshots[3]["head.weight"])
 
 
+def share_one_storage(module: nn.Module) -> None:
+    """Make all parameters views of one flat buffer, as cuDNN does to an nn.LSTM's weights on CUDA."""
+    params = list(module.parameters())
+    flat = torch.cat([p.detach().reshape(-1) for p in params])
+    offset = 0
+    for p in params:
+        p.data = flat[offset:offset + p.numel()].view_as(p)
+        offset += p.numel()
+
+
+def test_best_epoch_is_restored_into_parameters_that_share_storage(tmp_path):
+    # Found on a GPU: restoring the best checkpoint of an LSTM baseline failed because cuDNN had
+    # flattened the LSTM weights into one storage (safetensors.torch.load_model refuses that).
+    cfg = config(max_epochs=4, learning_rate=0.05)
+    model = TinyNet(seed=0)
+    share_one_storage(model)
+    trainer = ScriptedTrainer(model, cfg, tmp_path)
+    result = trainer.fit(*loaders(cfg))
+    assert result.best_epoch == 2
+    for k, v in trainer.unwrapped_model.state_dict().items():
+        assert torch.equal(v, trainer.snapshots[1][k]), k
+    ptrs = {p.untyped_storage().data_ptr() for p in trainer.unwrapped_model.parameters()}
+    assert len(ptrs) == 1, "restoring must copy into the live (shared) parameters, not replace them"
+
+
 def test_no_validation_keeps_last_epoch(tmp_path):
     cfg = config(max_epochs=3, early_stopping_patience=1)
     trainer = Trainer(TinyNet(seed=0), cfg, tmp_path)

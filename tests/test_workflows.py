@@ -39,6 +39,29 @@ def test_crossval_runs_every_fold_once_and_resumes(tmp_path, cache, monkeypatch)
     assert calls == [2], "only the unfinished fold may run again"
 
 
+def test_parallel_crossval_equals_sequential_and_logs_each_fold(tmp_path, cache):
+    from ser_hf.crossval import crossval_recipe
+
+    args = ["recipe=svm_stats_emodb", "data.synthetic={speakers:4,per_class:2,seed:0}", *cache, *CHEAP]
+    seq = json.loads((crossval_recipe(args, out_dir=tmp_path / "seq") / "crossval_summary.json").read_text())
+    out = crossval_recipe([*args, "jobs=2", f"output_dir={tmp_path / 'par'}"])
+    par = json.loads((out / "crossval_summary.json").read_text())
+    assert out == tmp_path / "par" and par["n_folds"] == 4
+    assert [f["macro_f1"] for f in par["folds"]] == [f["macro_f1"] for f in seq["folds"]]
+    assert all((tmp_path / "par" / f"fold{k}.log").stat().st_size > 0 for k in range(1, 5))
+
+
+def test_parallel_crossval_reports_the_failed_folds_log(tmp_path, cache):
+    from ser_hf.crossval import crossval_recipe
+
+    args = ["recipe=svm_stats_emodb", "data.synthetic={speakers:4,per_class:2,seed:0}", *cache, *CHEAP,
+            "model.classifier=no_such_classifier"]
+    with pytest.raises(RuntimeError, match=r"fold1, see .*fold1\.log") as err:
+        crossval_recipe([*args, "jobs=2"], out_dir=tmp_path / "bad")
+    assert "no_such_classifier" in (tmp_path / "bad" / "fold1.log").read_text()
+    assert "fold4, see" in str(err.value), "one failed fold must not stop the others"
+
+
 def test_compare_two_recipes_on_identical_folds(tmp_path, cache):
     from ser_hf.compare import compare_from_args
 
