@@ -155,6 +155,16 @@ def configure_logging(level: int | str = "INFO") -> None:
     logging.getLogger("ser_hf").setLevel(level)
 
 
+def parse_bool(value: str) -> bool:
+    """``true``/``false`` (also 1/0, yes/no) from the command line; ``bool("false")`` would be True."""
+    low = str(value).strip().lower()
+    if low in ("true", "1", "yes"):
+        return True
+    if low in ("false", "0", "no"):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
 def parse_key_values(args: list[str], required: tuple[str, ...] = (), optional: dict | None = None) -> dict:
     """``key=value`` command-line arguments of the small scripts (predict) into a dict, typed by
     ``optional``; a missing required key or an unknown key is an error saying what is accepted."""
@@ -166,7 +176,10 @@ def parse_key_values(args: list[str], required: tuple[str, ...] = (), optional: 
             raise SystemExit(f"expected key=value, got {arg!r}; keys: {', '.join(required + tuple(optional))}")
         if key not in required and key not in optional:
             raise SystemExit(f"unknown key {key!r}; keys: {', '.join(required + tuple(optional))}")
-        out[key] = optional.get(key, str)(value)
+        try:
+            out[key] = optional.get(key, str)(value)
+        except ValueError as err:
+            raise SystemExit(f"{key}={value!r}: {err}") from None
     missing = [k for k in required if k not in out]
     if missing:
         raise SystemExit(f"missing {', '.join(k + '=...' for k in missing)}")

@@ -415,20 +415,23 @@ def audio_paths(spec: str | os.PathLike | Iterable[str | os.PathLike]) -> list[P
     return out
 
 
-def _predictor(model: Predictor | str | os.PathLike, device: str | None) -> Predictor:
-    return model if isinstance(model, Predictor) else load_for_inference(model, device=device)
+def _predictor(model: Predictor | str | os.PathLike, device: str | None, precision: str) -> Predictor:
+    if isinstance(model, Predictor):
+        return model
+    return load_for_inference(model, device=device, precision=precision)
 
 
 def predict_files(paths: Iterable[str | os.PathLike], model: Predictor | str | os.PathLike, *,
-                  device: str | None = None, **kwargs) -> list[dict]:
-    """:meth:`Predictor.predict_files` with a model folder or a loaded :class:`Predictor`."""
-    return _predictor(model, device).predict_files(paths, **kwargs)
+                  device: str | None = None, precision: str = "fp32", **kwargs) -> list[dict]:
+    """:meth:`Predictor.predict_files` with a model folder (loaded with ``device`` and ``precision``) or a
+    loaded :class:`Predictor`."""
+    return _predictor(model, device, precision).predict_files(paths, **kwargs)
 
 
 def predict_arrays(arrays: Sequence[np.ndarray], sampling_rate: int, model: Predictor | str | os.PathLike, *,
-                   device: str | None = None, **kwargs) -> list[dict]:
+                   device: str | None = None, precision: str = "fp32", **kwargs) -> list[dict]:
     """:meth:`Predictor.predict_arrays` with a model folder or a loaded :class:`Predictor`."""
-    return _predictor(model, device).predict_arrays(arrays, sampling_rate, **kwargs)
+    return _predictor(model, device, precision).predict_arrays(arrays, sampling_rate, **kwargs)
 
 
 __all__ = ["AUDIO_EXTENSIONS", "DEFAULT_CHUNK_S", "DEFAULT_OVERLAP_S", "PRECISIONS", "Predictor", "audio_paths",

@@ -589,42 +589,40 @@ class Trainer:
     def checkpoint_dir(self) -> Path:
         return self.output_dir / "checkpoints"
 
-    def _save_last(self, state: dict) -> None:
-        """accelerator.save_state into a temporary folder, then swap it in (see :func:`_swap_dir`)."""
+    def _write_checkpoint(self, name: str, write, marker: str, content: dict) -> None:
+        """Checkpoint ``name`` written atomically: ``write(tmp)`` on every rank into a temporary folder, then
+        the ``marker`` JSON (written last: it marks the folder complete) and a swap (see :func:`_swap_dir`)."""
         acc = self.accelerator
-        final, tmp = self.checkpoint_dir / "last", self.checkpoint_dir / ".last.tmp"
+        final, tmp = self.checkpoint_dir / name, self.checkpoint_dir / f".{name}.tmp"
         acc.wait_for_everyone()
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)  # made here so the other ranks find it (they only add their own files)
         acc.wait_for_everyone()
-        # torch.save, not safetensors: Accelerate's safetensors path drops tensors that share a storage
-        # (it takes them for tied duplicates), and cuDNN puts all of an nn.LSTM's weights in one storage.
-        acc.save_state(str(tmp), safe_serialization=False)
+        write(tmp)
         acc.wait_for_everyone()
         if acc.is_main_process:
-            _write_json_atomic(tmp / STATE_FILE, state)  # written last: marks the folder complete
+            _write_json_atomic(tmp / marker, content)
             _swap_dir(tmp, final)
         acc.wait_for_everyone()
 
+    def _save_last(self, state: dict) -> None:
+        # torch.save, not safetensors: Accelerate's safetensors path drops tensors that share a storage
+        # (it takes them for tied duplicates), and cuDNN puts all of an nn.LSTM's weights in one storage.
+        self._write_checkpoint("last", lambda tmp: self.accelerator.save_state(str(tmp), safe_serialization=False),
+                               STATE_FILE, state)
+
     def _save_best(self, epoch: int, metric: float | None) -> None:
         acc = self.accelerator
-        final, tmp = self.checkpoint_dir / "best", self.checkpoint_dir / ".best.tmp"
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)  # made here so the other ranks find it (they only add their own files)
-        acc.wait_for_everyone()
-        state = acc.get_state_dict(self.model)  # unwrapped (and gathered, for sharded models)
-        if acc.is_main_process:
-            # Own copies: Accelerate's save_model would drop parameters sharing one storage (an LSTM's on CUDA).
-            save_file({k: v.detach().cpu().clone() for k, v in state.items()}, str(tmp / BEST_WEIGHTS),
-                      metadata={"format": "pt"})
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            _write_json_atomic(tmp / BEST_FILE, {"epoch": epoch, "val_macro_f1": metric})
-            _swap_dir(tmp, final)
-        acc.wait_for_everyone()
+
+        def write(tmp: Path) -> None:
+            state = acc.get_state_dict(self.model)  # unwrapped (and gathered, for sharded models)
+            if acc.is_main_process:
+                # Own copies: Accelerate's save_model would drop parameters sharing one storage (LSTMs on CUDA).
+                save_file({k: v.detach().cpu().clone() for k, v in state.items()}, str(tmp / BEST_WEIGHTS),
+                          metadata={"format": "pt"})
+
+        self._write_checkpoint("best", write, BEST_FILE, {"epoch": epoch, "val_macro_f1": metric})
 
     def _best_epoch_on_disk(self) -> int | None:
         path = self.checkpoint_dir / "best" / BEST_FILE

@@ -61,3 +61,19 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def w2v_dir(tmp_path_factory):
+    """A tiny random wav2vec2-base-like classifier folder (no attention mask), built once per session."""
+    from tiny_models import tiny_wav2vec2
+
+    return tiny_wav2vec2(tmp_path_factory.mktemp("w2v"), attention_mask=False)
+
+
+@pytest.fixture(scope="session")
+def hubert_dir(tmp_path_factory):
+    """A tiny random HuBERT-large-like classifier folder (with attention mask), built once per session."""
+    from tiny_models import tiny_hubert
+
+    return tiny_hubert(tmp_path_factory.mktemp("hubert"), attention_mask=True)

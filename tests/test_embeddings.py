@@ -8,20 +8,9 @@ import pytest
 import torch
 
 import ser_hf.embeddings as emb
-from tiny_models import tiny_hubert, tiny_wav2vec2
 
 HIDDEN = 32  # tiny_models hidden_size
 LAYERS = 2  # tiny_models num_hidden_layers
-
-
-@pytest.fixture(scope="module")
-def hubert_dir(tmp_path_factory):
-    return tiny_hubert(tmp_path_factory.mktemp("hubert"), attention_mask=True)
-
-
-@pytest.fixture(scope="module")
-def w2v_dir(tmp_path_factory):
-    return tiny_wav2vec2(tmp_path_factory.mktemp("w2v"), attention_mask=False)
 
 
 def _ds(lengths, seed=0):

@@ -291,3 +291,24 @@ def test_audio_paths_expands_files_folders_and_patterns(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no audio files"):
         audio_paths(tmp_path / "empty")
+
+
+def test_predict_script_takes_precision_and_padding_and_matches_the_api(saved, wavs):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "predict.py"
+    folder = wavs[0].parent
+    run = lambda *a: subprocess.run([sys.executable, str(script), f"model={saved['unmasked']}", f"audio={folder}", *a],  # noqa: E731
+                                    capture_output=True, text=True, timeout=300)
+    out = run("precision=bf16", "allow_padding=false", "batch_size=2")
+    assert out.returncode == 0, out.stderr[-2000:]
+    records = {r["file"]: r for r in map(json.loads, out.stdout.splitlines())}
+    api = predict_files(sorted(wavs), saved["unmasked"], precision="bf16", allow_padding=False, batch_size=2)
+    assert sorted(records) == sorted(str(p) for p in wavs)
+    for r in api:
+        assert records[r["file"]]["label"] == r["label"]
+        assert records[r["file"]]["scores"] == pytest.approx(r["scores"], abs=1e-6)
+    bad = run("allow_padding=maybe")
+    assert bad.returncode != 0 and "allow_padding='maybe'" in bad.stderr

@@ -11,19 +11,8 @@ import torch
 from safetensors import safe_open
 
 from ser_hf.models import transformer as tf
-from tiny_models import tiny_hubert, tiny_wav2vec2
 
 LABELS = ["anger", "boredom", "neutral"]
-
-
-@pytest.fixture(scope="module")
-def w2v_dir(tmp_path_factory):
-    return tiny_wav2vec2(tmp_path_factory.mktemp("w2v"), attention_mask=False)
-
-
-@pytest.fixture(scope="module")
-def hubert_dir(tmp_path_factory):
-    return tiny_hubert(tmp_path_factory.mktemp("hubert"), attention_mask=True)
 
 
 def _row(n, i, label=0, sr=16000, seed=0):

@@ -337,6 +337,21 @@ class _Head(nn.Module):
         return self.net(x)
 
 
+def _add_lstm(encoder: nn.Module, input_size: int, config) -> None:
+    """Give ``encoder`` the (B)iLSTM of an LSTM/CNN+LSTM config: ``lstm``, ``out_features``, ``pooling``, ``attention``."""
+    encoder.lstm = nn.LSTM(
+        input_size,
+        config.hidden_size,
+        num_layers=config.num_layers,
+        batch_first=True,
+        bidirectional=config.bidirectional,
+        dropout=config.dropout if config.num_layers > 1 else 0.0,
+    )
+    encoder.out_features = config.hidden_size * (2 if config.bidirectional else 1)
+    encoder.pooling = config.pooling
+    encoder.attention = nn.Linear(encoder.out_features, 1) if config.pooling == "attention" else None
+
+
 def _run_lstm(lstm: nn.LSTM, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     if mask is None:
         return lstm(x)[0]
@@ -374,6 +389,25 @@ class SERBaselinePreTrainedModel(PreTrainedModel):
         else:
             super()._init_weights(module)
 
+    # Set by each model: the encoder module class, and how forward checks ``input_values``:
+    # (rank, channel axis, config field giving its size, layout for messages, time axis).
+    encoder_class: type[nn.Module]
+    input_spec = (3, 2, "input_dim", "(B, T, D)", 1)
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.encoder = self.encoder_class(config)
+        self.classifier = _Head(self.encoder.out_features, config.head_hidden_size, config.num_labels, config.dropout)
+        self.post_init()
+
+    def forward(self, input_values, attention_mask=None, labels=None, return_dict=None):
+        rank, axis, field, layout, time_axis = self.input_spec
+        name = type(self).__name__
+        _check_input(name, input_values, rank, axis, getattr(self.config, field), layout, field)
+        mask = _check_mask(name, attention_mask, input_values.shape[0], input_values.shape[time_axis])
+        logits = self.classifier(self.encoder(input_values, mask))
+        return self._output(logits, labels, return_dict)
+
     def _output(self, logits: torch.Tensor, labels: torch.Tensor | None, return_dict: bool | None):
         loss = None
         if labels is not None:
@@ -387,17 +421,7 @@ class SERBaselinePreTrainedModel(PreTrainedModel):
 class _LSTMEncoder(nn.Module):
     def __init__(self, config: LSTMConfig):
         super().__init__()
-        self.lstm = nn.LSTM(
-            config.input_dim,
-            config.hidden_size,
-            num_layers=config.num_layers,
-            batch_first=True,
-            bidirectional=config.bidirectional,
-            dropout=config.dropout if config.num_layers > 1 else 0.0,
-        )
-        self.out_features = config.hidden_size * (2 if config.bidirectional else 1)
-        self.pooling = config.pooling
-        self.attention = nn.Linear(self.out_features, 1) if config.pooling == "attention" else None
+        _add_lstm(self, config.input_dim, config)
 
     def forward(self, x, mask):
         return _pool_time(_run_lstm(self.lstm, x, mask), mask, self.pooling, self.attention)
@@ -407,19 +431,7 @@ class LSTMForAudioClassification(SERBaselinePreTrainedModel):
     """(B)iLSTM over ``(B, T, input_dim)`` frames, pooled over valid frames, linear head."""
 
     config_class = LSTMConfig
-
-    def __init__(self, config: LSTMConfig):
-        super().__init__(config)
-        self.encoder = _LSTMEncoder(config)
-        self.classifier = _Head(self.encoder.out_features, config.head_hidden_size, config.num_labels, config.dropout)
-        self.post_init()
-
-    def forward(self, input_values, attention_mask=None, labels=None, return_dict=None):
-        name = type(self).__name__
-        _check_input(name, input_values, 3, 2, self.config.input_dim, "(B, T, D)", "input_dim")
-        mask = _check_mask(name, attention_mask, input_values.shape[0], input_values.shape[1])
-        logits = self.classifier(self.encoder(input_values, mask))
-        return self._output(logits, labels, return_dict)
+    encoder_class = _LSTMEncoder
 
 
 class _CNN1DEncoder(nn.Module):
@@ -438,36 +450,14 @@ class CNN1DForAudioClassification(SERBaselinePreTrainedModel):
     """Conv1d blocks over time on ``(B, T, input_dim)``, global pooling, linear head."""
 
     config_class = CNN1DConfig
-
-    def __init__(self, config: CNN1DConfig):
-        super().__init__(config)
-        self.encoder = _CNN1DEncoder(config)
-        self.classifier = _Head(self.encoder.out_features, config.head_hidden_size, config.num_labels, config.dropout)
-        self.post_init()
-
-    def forward(self, input_values, attention_mask=None, labels=None, return_dict=None):
-        name = type(self).__name__
-        _check_input(name, input_values, 3, 2, self.config.input_dim, "(B, T, D)", "input_dim")
-        mask = _check_mask(name, attention_mask, input_values.shape[0], input_values.shape[1])
-        logits = self.classifier(self.encoder(input_values, mask))
-        return self._output(logits, labels, return_dict)
+    encoder_class = _CNN1DEncoder
 
 
 class _CNNLSTMEncoder(nn.Module):
     def __init__(self, config: CNNLSTMConfig):
         super().__init__()
         self.convs = _ConvStack1d(config.input_dim, config.channels, config.kernel_sizes, config.pool_sizes)
-        self.lstm = nn.LSTM(
-            self.convs.out_channels,
-            config.hidden_size,
-            num_layers=config.num_layers,
-            batch_first=True,
-            bidirectional=config.bidirectional,
-            dropout=config.dropout if config.num_layers > 1 else 0.0,
-        )
-        self.out_features = config.hidden_size * (2 if config.bidirectional else 1)
-        self.pooling = config.pooling
-        self.attention = nn.Linear(self.out_features, 1) if config.pooling == "attention" else None
+        _add_lstm(self, self.convs.out_channels, config)
 
     def forward(self, x, mask):
         h, mask = self.convs(x.transpose(1, 2), mask)
@@ -479,19 +469,7 @@ class CNNLSTMForAudioClassification(SERBaselinePreTrainedModel):
     """Conv1d front end on ``(B, T, input_dim)``, then a (B)iLSTM, pooling and a linear head."""
 
     config_class = CNNLSTMConfig
-
-    def __init__(self, config: CNNLSTMConfig):
-        super().__init__(config)
-        self.encoder = _CNNLSTMEncoder(config)
-        self.classifier = _Head(self.encoder.out_features, config.head_hidden_size, config.num_labels, config.dropout)
-        self.post_init()
-
-    def forward(self, input_values, attention_mask=None, labels=None, return_dict=None):
-        name = type(self).__name__
-        _check_input(name, input_values, 3, 2, self.config.input_dim, "(B, T, D)", "input_dim")
-        mask = _check_mask(name, attention_mask, input_values.shape[0], input_values.shape[1])
-        logits = self.classifier(self.encoder(input_values, mask))
-        return self._output(logits, labels, return_dict)
+    encoder_class = _CNNLSTMEncoder
 
 
 class _CNN2DEncoder(nn.Module):
@@ -510,19 +488,8 @@ class CNN2DForAudioClassification(SERBaselinePreTrainedModel):
     """Conv2d blocks on ``(B, in_channels, F, T)``, global pooling (any F, T), linear head."""
 
     config_class = CNN2DConfig
-
-    def __init__(self, config: CNN2DConfig):
-        super().__init__(config)
-        self.encoder = _CNN2DEncoder(config)
-        self.classifier = _Head(self.encoder.out_features, config.head_hidden_size, config.num_labels, config.dropout)
-        self.post_init()
-
-    def forward(self, input_values, attention_mask=None, labels=None, return_dict=None):
-        name = type(self).__name__
-        _check_input(name, input_values, 4, 1, self.config.in_channels, "(B, C, F, T)", "in_channels")
-        mask = _check_mask(name, attention_mask, input_values.shape[0], input_values.shape[3])
-        logits = self.classifier(self.encoder(input_values, mask))
-        return self._output(logits, labels, return_dict)
+    encoder_class = _CNN2DEncoder
+    input_spec = (4, 1, "in_channels", "(B, C, F, T)", 3)
 
 
 class CNN7ForAudioClassification(CNN2DForAudioClassification):
