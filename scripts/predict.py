@@ -2,11 +2,12 @@
 
     python scripts/predict.py model=runs/demo/emodb-speaker-seed0/model audio=clip.wav
     python scripts/predict.py model=DIR audio=FOLDER [batch_size=16] [chunk_s=10] [overlap_s=1] [device=cpu]
-        [precision=fp32|bf16|int8] [allow_padding=true|false]
+        [precision=fp32|bf16|int8|auto] [allow_padding=true|false]
 
 precision=bf16 is about 2x faster on CPUs with native bfloat16 and on GPUs, int8 (CPU) about 1.7x; both move
-probabilities by ~1e-3 (benchmarks/results/inference.md). allow_padding=true batches clips of different lengths
-for checkpoints without attention masks (wav2vec2-base), at a small cost in exactness.
+probabilities by ~1e-3 (benchmarks/results/inference.md); auto picks bf16 where the device runs it natively.
+allow_padding=true batches clips of different lengths for checkpoints without attention masks (wav2vec2-base),
+at a small cost in exactness.
 """
 
 import json

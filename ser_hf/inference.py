@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_CHUNK_S = 10.0
 DEFAULT_OVERLAP_S = 1.0
 KINDS = ("transformer", "adapter", "baseline", "classic")
-PRECISIONS = ("fp32", "bf16", "int8")
+PRECISIONS = ("fp32", "bf16", "int8", "auto")
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -278,12 +278,15 @@ def load_for_inference(model_dir: str | os.PathLike, *, device: str | None = Non
 
     ``precision`` (neural models): ``"fp32"`` (default: identical to ``pipeline("audio-classification")``),
     ``"bf16"`` (bfloat16 autocast: about 2x faster on CPUs with native bf16 such as AVX512-BF16 / AMX, and
-    on GPUs; slow where bf16 is emulated) or ``"int8"`` (:func:`quantize_int8`, CPU only). Both change
-    probabilities by ~1e-3; see benchmarks/results/inference.md.
+    on GPUs; slow where bf16 is emulated), ``"int8"`` (:func:`quantize_int8`, CPU only) or ``"auto"`` (bf16
+    for neural models where the device runs it natively - a CUDA GPU with bf16, a CPU with AVX512-BF16/AMX -
+    else fp32). bf16 and int8 change probabilities by ~1e-3; see benchmarks/results/inference.md.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: use one of {PRECISIONS}")
     predictor = _load(model_dir, device=device, local_files_only=local_files_only)
+    if precision == "auto":
+        precision = "bf16" if predictor.kind != "classic" and _native_bf16(predictor.device) else "fp32"
     if precision != "fp32" and predictor.kind == "classic":
         raise ValueError(f"precision={precision!r} applies to neural models; {model_dir} is a classic sklearn model")
     if precision == "int8":
@@ -295,6 +298,12 @@ def load_for_inference(model_dir: str | os.PathLike, *, device: str | None = Non
                        "usually slower than fp32")
     predictor.precision = precision
     return predictor
+
+
+def _native_bf16(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and _cpu_has_bf16()
 
 
 def _cpu_has_bf16() -> bool:

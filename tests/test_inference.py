@@ -248,6 +248,14 @@ def test_reduced_precision_stays_close_to_fp32(saved, wavs, precision):
         assert a["scores"] == pytest.approx(b["scores"], abs=0.05)
 
 
+def test_auto_precision_follows_the_hardware(saved, monkeypatch):
+    import ser_hf.inference as inference
+
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(inference, "_cpu_has_bf16", lambda: native)
+        assert load_for_inference(saved["masked"], device="cpu", precision="auto").precision == expected
+
+
 def test_bad_precision_is_explained(saved):
     with pytest.raises(ValueError, match="precision='fp16'"):
         load_for_inference(saved["masked"], precision="fp16")
