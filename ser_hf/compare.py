@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 from itertools import combinations
 from pathlib import Path
@@ -285,6 +286,11 @@ def compare(
             row[f"{key}_mean"], row[f"{key}_std"] = summary["mean"][key], summary["std"][key]
         rows.append(row)
 
+    n_pairs = len(names) * (len(names) - 1) // 2
+    # A bootstrap of B resamples cannot give p below 2/(B+1), and Holm multiplies the smallest p by the number
+    # of pairs: with many recipes, 2000 resamples could never show any difference as significant. Raise B
+    # so that the floor, after Holm, sits at alpha/2.
+    n_resamples = max(n_resamples, math.ceil(4 * n_pairs / alpha))
     pairs = []
     for a, b in combinations(names, 2):
         refs, preds_a = aligned[a]
@@ -299,10 +305,11 @@ def compare(
             "bootstrap_p": boot["p"], "n_resamples": n_resamples,
             "a_right_b_wrong": mc["a_right_b_wrong"], "a_wrong_b_right": mc["a_wrong_b_right"],
             "mcnemar_p": mc["p"], "wilcoxon_p": wilcoxon_folds(fold_f1[a], fold_f1[b]),
-            "significant": boot["p"] < alpha,
         })
     for pair, adjusted in zip(pairs, holm([p["bootstrap_p"] for p in pairs])):
         pair["bootstrap_p_holm"] = adjusted
+        # Family-wise: with several pairs a difference is called significant on the Holm-adjusted p.
+        pair["significant"] = adjusted < alpha
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -457,10 +464,10 @@ def _comparison_markdown(res: dict) -> str:
         at_floor = p["bootstrap_p"] <= 2 / (p["n_resamples"] + 1) + 1e-15
         boot_p = f"p ≤ {_p_text(p['bootstrap_p'])}" if at_floor else f"p = {_p_text(p['bootstrap_p'])}"
         text = (f"- **{p['recipe_a']} vs {p['recipe_b']}**: ΔF1 = {_signed(p['delta_macro_f1'])} "
-                f"[{_signed(p['ci_low'])}, {_signed(p['ci_high'])}], {boot_p} — "
-                f"{verdict} at {alpha:g}")
+                f"[{_signed(p['ci_low'])}, {_signed(p['ci_high'])}], {boot_p}")
         if len(pairs) > 1:
-            text += f" (Holm-adjusted p = {_p_text(p['bootstrap_p_holm'])})"
+            text += f", Holm-adjusted p = {_p_text(p['bootstrap_p_holm'])}"
+        text += f" — {verdict} at {alpha:g}"
         text += (f". McNemar: {p['recipe_a']} right and {p['recipe_b']} wrong on {p['a_right_b_wrong']} clips, "
                  f"the reverse on {p['a_wrong_b_right']}, p = {_p_text(p['mcnemar_p'])}.")
         if p["wilcoxon_p"] is not None:

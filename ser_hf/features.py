@@ -662,10 +662,35 @@ def _clip_waveform(item: dict, cfg: FeatureConfig, length: int | None) -> np.nda
     return y if length is None or len(y) == length else librosa.util.fix_length(y, size=length)
 
 
-def _map_compute(audio: list[dict], cfg_dict: dict, fixed_length: int | None, fixed: bool) -> dict:
+def _map_compute(audio: list[dict], cfg_dict: dict, fixed_length: int | None, fixed: bool, threads: int = 1) -> dict:
     cfg = FeatureConfig.from_dict(cfg_dict)
-    feats = _extract_many([_clip_waveform(a, cfg, fixed_length) for a in audio], cfg)
+
+    def part(rows) -> list[np.ndarray]:
+        return _extract_many([_clip_waveform(a, cfg, fixed_length) for a in rows], cfg)
+
+    if threads > 1 and len(audio) > 1:
+        # Threads over sub-batches, BLAS held to one thread each: decoding (libsndfile), soxr, the FFT and
+        # the numpy/GEMM steps release the GIL, so the cores work in parallel without the start-up cost of
+        # datasets' worker processes (num_proc), which is larger than a small corpus's whole computation.
+        from concurrent.futures import ThreadPoolExecutor
+
+        from threadpoolctl import threadpool_limits
+
+        bounds = np.linspace(0, len(audio), min(threads, len(audio)) + 1).astype(int)
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(len(bounds) - 1) as pool:
+            parts = list(pool.map(part, [audio[a:b] for a, b in zip(bounds[:-1], bounds[1:])]))
+        feats = [f for p in parts for f in p]
+    else:
+        feats = part(audio)
     return {"features": np.stack(feats) if fixed and feats else feats}
+
+
+def _threads_per_process(num_proc: int | None) -> int:
+    """CPU cores this process may use for feature threads: its share when ``num_proc`` processes run."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, num_proc or 1))
 
 
 def compute_features(ds: datasets.Dataset, cfg: FeatureConfig, num_proc: int | None = None,
@@ -700,7 +725,8 @@ def compute_features(ds: datasets.Dataset, cfg: FeatureConfig, num_proc: int | N
         batched=True,
         batch_size=batch_size,
         input_columns=["audio"],
-        fn_kwargs={"cfg_dict": cfg.to_dict(), "fixed_length": length, "fixed": shape is not None},
+        fn_kwargs={"cfg_dict": cfg.to_dict(), "fixed_length": length, "fixed": shape is not None,
+                   "threads": _threads_per_process(num_proc)},
         features=features,
         remove_columns=remove,
         num_proc=num_proc,

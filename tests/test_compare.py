@@ -124,6 +124,19 @@ def test_clearly_better_recipe_is_significant(tmp_path):
     assert "A vs B**: ΔF1 = +0." in md and "— significant at 0.05" in md
 
 
+def test_many_recipes_keep_the_power_to_call_a_clear_difference(tmp_path):
+    # 7 recipes = 21 pairs: Holm multiplies the smallest p by 21, so the bootstrap must resample enough
+    # (2/(B+1) * 21 < 0.05) for a clear winner to stay significant after the correction.
+    groups = {"A": make_recipe(tmp_path, "A", good)}
+    groups.update({f"B{k}": make_recipe(tmp_path, f"B{k}", bad) for k in range(6)})
+    res = compare(groups, tmp_path / "cmp")
+    pairs = {(p["recipe_a"], p["recipe_b"]): p for p in res["pairs"]}
+    assert len(pairs) == 21 and all(p["n_resamples"] >= 4 * 21 / 0.05 for p in pairs.values())
+    assert all(pairs[("A", f"B{k}")]["significant"] for k in range(6))
+    assert all(pairs[("A", f"B{k}")]["bootstrap_p_holm"] < 0.05 for k in range(6))
+    assert not pairs[("B0", "B1")]["significant"]  # the same predictions
+
+
 def test_equal_recipes_are_not_significant(tmp_path):
     # Same number of errors of the same kind per class, on different clips: identical confusion matrices.
     groups = {

@@ -321,3 +321,16 @@ def test_speaker_normalise_zero_mean_per_speaker_without_labels():
     vec = compute_features(ds, cfg_for("fft", speaker_norm=True)).with_format("numpy")["features"][:]
     np.testing.assert_allclose(vec[:3].mean(axis=0), 0, atol=1e-4)
     np.testing.assert_allclose(vec[3:].std(axis=0), 1, atol=1e-3)
+
+
+def test_threaded_feature_map_equals_one_thread():
+    from ser_hf.features import FeatureConfig, _map_compute
+
+    rng = np.random.default_rng(3)
+    rows = [{"array": (0.1 * rng.standard_normal(16000)).astype(np.float32), "sampling_rate": 16000}
+            for _ in range(5)]
+    cfg = FeatureConfig(kind="mfcc_stack", n_mfcc=20, n_fft=512, hop_length=160, sampling_rate=16000).to_dict()
+    one = _map_compute(rows, cfg, None, True, threads=1)["features"]
+    two = _map_compute(rows, cfg, None, True, threads=2)["features"]
+    assert one.shape == two.shape == (5, 3, 20, 101)
+    np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-5)
