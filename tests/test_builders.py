@@ -122,6 +122,22 @@ def test_emodb_bad_files_are_skipped_and_reported(tmp_path, hf_cache, caplog):
     assert again.skipped == builder.skipped
 
 
+def test_builders_leave_their_modules_unpatched(tmp_path, hf_cache):
+    # datasets patches a builder's module for remote streaming (Path -> xPath, open -> fsspec); ours read
+    # local folders only and opt out, which keeps the scan fast and Path a plain pathlib.Path.
+    import pathlib
+
+    import ser_hf.data.builders._common as common
+    import ser_hf.data.builders.emodb as emodb_module
+
+    root = tmp_path / "emodb"
+    (root / "wav").mkdir(parents=True)
+    sf.write(root / "wav" / "03a01Fa.wav", np.zeros(1600, dtype=np.float32), 16000)
+    EmoDB(data_dir=root, cache_dir=str(hf_cache)).download_and_prepare()
+    assert common.Path is pathlib.Path and emodb_module.Path is pathlib.Path
+    assert getattr(common, "open", open) is open  # not fsspec's xopen
+
+
 def test_fingerprint_rebuilds_when_files_change(tmp_path, hf_cache):
     root = tmp_path / "emodb"
     write_wav(root / "wav" / "03a01Fa.wav")

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,21 @@ def corpus_features(label_names: list[str], extra: dict[str, Any]) -> datasets.F
     )
 
 
+def _opt_out_of_streaming_patches(builder_cls: type) -> None:
+    """Keep datasets from monkey-patching this package's builder modules for streaming.
+
+    Every ``DatasetBuilder.__init__`` replaces ``open``, ``os.path.*`` and ``pathlib.Path`` in the builder's
+    module and its parents' with fsspec-backed versions (``datasets.streaming.extend_module_for_streaming``)
+    so that remote hub scripts can stream. These builders read local folders only; the patch made every path
+    operation of the scan several times slower (``xPath``) and changed ``Path`` for the whole module for the
+    rest of the process. datasets skips modules marked ``_patched_for_streaming``; mark ours.
+    """
+    for cls in builder_cls.__mro__:
+        module = sys.modules.get(cls.__module__)
+        if module is not None and cls.__module__.startswith("ser_hf."):
+            module._patched_for_streaming = True
+
+
 def list_audio(folder: Path) -> list[Path]:
     """Audio files directly inside ``folder`` (not recursive), sorted; [] when it is not a folder."""
     if not folder.is_dir():
@@ -146,6 +162,7 @@ class CorpusBuilder(datasets.GeneratorBasedBuilder):
     VERSION = datasets.Version("1.0.0")
 
     def __init__(self, *, data_dir: str | os.PathLike | None = None, **kwargs):
+        _opt_out_of_streaming_patches(type(self))
         self.check_options(kwargs)
         root = self.check_data_dir(data_dir)
         files = self.find_audio(root)
