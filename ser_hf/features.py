@@ -631,7 +631,12 @@ def _fixed_shape(ds: datasets.Dataset, cfg: FeatureConfig,
         return None, None
     audio = ds.data.column("audio")
     rows = ds._indices.column(0).to_numpy() if ds._indices is not None else slice(None)
-    if source == "files":
+    if source == "files" and {"file_frames", "file_sampling_rate"} <= set(ds.column_names):
+        # the corpus builders recorded every file's header when they scanned the corpus
+        frames = ds.data.column("file_frames").to_numpy()[rows]
+        srs = ds.data.column("file_sampling_rate").to_numpy()[rows]
+        lengths = np.array([resampled_length(int(m), int(sr), cfg.sampling_rate) for m, sr in zip(frames, srs)])
+    elif source == "files":
         paths = np.asarray(pc.struct_field(audio, "path").to_numpy(zero_copy_only=False), dtype=object)[rows]
         if any(p is None for p in paths):
             return None, None
@@ -676,8 +681,9 @@ def _map_compute(audio: list[dict], cfg_dict: dict, fixed_length: int | None, fi
 
         from threadpoolctl import threadpool_limits
 
-        bounds = np.linspace(0, len(audio), min(threads, len(audio)) + 1).astype(int)
-        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(len(bounds) - 1) as pool:
+        # 4 chunks per thread: one thread's decoding (which holds the GIL) overlaps another's FFTs.
+        bounds = np.linspace(0, len(audio), min(4 * threads, len(audio)) + 1).astype(int)
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
             parts = list(pool.map(part, [audio[a:b] for a, b in zip(bounds[:-1], bounds[1:])]))
         feats = [f for p in parts for f in p]
     else:

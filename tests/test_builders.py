@@ -44,7 +44,8 @@ def names(ds, column="label"):
     return [ds.features[column].int2str(i) for i in ds[column][:]]
 
 
-COMMON_COLUMNS = ["audio", "file", "label", "common_label", "speaker_id", "gender"]
+COMMON_COLUMNS = ["audio", "file", "label", "common_label", "speaker_id", "gender", "file_frames",
+                  "file_sampling_rate"]
 
 
 # ---- EmoDB ------------------------------------------------------------------------------------------
@@ -133,8 +134,11 @@ def test_builders_leave_their_modules_unpatched(tmp_path, hf_cache):
     root = tmp_path / "emodb"
     (root / "wav").mkdir(parents=True)
     sf.write(root / "wav" / "03a01Fa.wav", np.zeros(1600, dtype=np.float32), 16000)
-    EmoDB(data_dir=root, cache_dir=str(hf_cache)).download_and_prepare()
+    builder = EmoDB(data_dir=root, cache_dir=str(hf_cache))
+    builder.download_and_prepare()
     assert common.Path is pathlib.Path and emodb_module.Path is pathlib.Path
+    ds = builder.as_dataset(split="train")  # the header's length and rate, recorded at scan time
+    assert ds["file_frames"][:] == [1600] and ds["file_sampling_rate"][:] == [16000]
     assert getattr(common, "open", open) is open  # not fsspec's xopen
 
 

@@ -78,6 +78,9 @@ def corpus_features(label_names: list[str], extra: dict[str, Any]) -> datasets.F
             "common_label": datasets.ClassLabel(names=list(COMMON_LABELS)),
             "speaker_id": datasets.Value("string"),
             "gender": datasets.Value("string"),
+            # From the file's header at scan time: length and rate without decoding (shapes, filters).
+            "file_frames": datasets.Value("int64"),
+            "file_sampling_rate": datasets.Value("int32"),
             **extra,
         }
     )
@@ -278,6 +281,8 @@ class CorpusBuilder(datasets.GeneratorBasedBuilder):
                 {
                     "audio": {"path": str(path), "bytes": None},
                     "file": rel,
+                    "file_frames": int(header.frames),
+                    "file_sampling_rate": int(header.samplerate),
                     "label": self.LABELS.index(label),
                     "common_label": common_label_index(self.CORPUS, label),
                     **row,
