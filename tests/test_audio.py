@@ -116,3 +116,26 @@ def test_bad_sampling_rate(tmp_path):
     path = write_good(tmp_path / "good.wav")
     with pytest.raises(ValueError, match="sampling_rate"):
         decode_audio(path, 0)
+
+
+@pytest.mark.parametrize("subtype,channels", [("PCM_16", 1), ("PCM_16", 2), ("PCM_24", 1), ("FLOAT", 2),
+                                              ("PCM_U8", 1)])
+def test_every_wav_sample_format_decodes_exactly_as_soundfile(tmp_path, subtype, channels):
+    # 16-bit PCM takes the scipy.io.wavfile route, the rest soundfile: both must give libsndfile's samples.
+    rng = np.random.default_rng(1)
+    y = np.clip(0.3 * rng.standard_normal((4000, channels)), -1, 1)
+    path = tmp_path / f"{subtype}.wav"
+    sf.write(path, y, 16000, subtype=subtype)
+    expected, _ = sf.read(path, dtype="float32", always_2d=True)
+    got = decode_audio(path, None)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected.mean(axis=1) if channels > 1 else expected[:, 0])
+
+
+def test_real_corpus_wavs_decode_as_soundfile(shared_data):
+    files = sorted((shared_data / "emodb" / "wav").glob("*.wav"))[:40] + \
+        sorted((shared_data / "crema-d" / "AudioWAV").glob("*.wav"))[:20]
+    assert files
+    for path in files:
+        expected, _ = sf.read(path, dtype="float32", always_2d=True)
+        np.testing.assert_array_equal(decode_audio(path, None), expected[:, 0], err_msg=str(path))
