@@ -90,6 +90,13 @@ def _check_same_length(config: PreTrainedConfig, *names: str) -> None:
         )
 
 
+def _check_conv_stack(config: PreTrainedConfig) -> None:
+    """channels / kernel_sizes / pool_sizes: lists of positive ints, one entry per conv layer."""
+    for name in ("channels", "kernel_sizes", "pool_sizes"):
+        _positive_int_list(config, name)
+    _check_same_length(config, "channels", "kernel_sizes", "pool_sizes")
+
+
 class _BaselineConfig(PreTrainedConfig):
     """Fields every baseline head shares. Validation runs on construction, so a bad recipe value or a
     hand-edited config.json fails at load time with the field name, not deep inside ``forward``."""
@@ -138,9 +145,7 @@ class CNN1DConfig(_BaselineConfig):
     def _check(self) -> None:
         super()._check()
         _check_int(self, "input_dim", 1)
-        for name in ("channels", "kernel_sizes", "pool_sizes"):
-            _positive_int_list(self, name)
-        _check_same_length(self, "channels", "kernel_sizes", "pool_sizes")
+        _check_conv_stack(self)
         _check_choice(self, "global_pooling", GLOBAL_POOLING)
 
 
@@ -158,9 +163,7 @@ class CNN2DConfig(_BaselineConfig):
     def _check(self) -> None:
         super()._check()
         _check_int(self, "in_channels", 1)
-        for name in ("channels", "kernel_sizes", "pool_sizes"):
-            _positive_int_list(self, name)
-        _check_same_length(self, "channels", "kernel_sizes", "pool_sizes")
+        _check_conv_stack(self)
         _check_choice(self, "global_pooling", GLOBAL_POOLING)
 
 
@@ -193,9 +196,7 @@ class CNNLSTMConfig(_BaselineConfig):
         super()._check()
         for name in ("input_dim", "hidden_size", "num_layers"):
             _check_int(self, name, 1)
-        for name in ("channels", "kernel_sizes", "pool_sizes"):
-            _positive_int_list(self, name)
-        _check_same_length(self, "channels", "kernel_sizes", "pool_sizes")
+        _check_conv_stack(self)
         _check_choice(self, "pooling", SEQUENCE_POOLING)
 
 
@@ -239,57 +240,38 @@ def _downsample_mask(mask: torch.Tensor | None, pool: int) -> torch.Tensor | Non
     return F.max_pool1d(mask[:, None, :], pool, ceil_mode=True)[:, 0, :]
 
 
-class _ConvStack1d(nn.Module):
-    """Conv1d-BN-ReLU-(MaxPool) blocks over (B, D, T), keeping padded frames at zero."""
+def _zero_padding(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """x (B, C, [F,] T) with the padded time steps of ``mask`` (B, T) set to zero."""
+    if mask is None:
+        return x
+    return x * mask.view(mask.shape[0], *([1] * (x.dim() - 2)), mask.shape[1]).to(x.dtype)
 
-    def __init__(self, in_channels: int, channels: list[int], kernel_sizes: list[int], pool_sizes: list[int]):
+
+class _ConvStack(nn.Module):
+    """Conv-BN-ReLU-(MaxPool) blocks over (B, C, T) (``ndim=1``) or (B, C, F, T) (``ndim=2``), keeping padded
+    time steps at zero so they look like the convs' own zero padding."""
+
+    def __init__(self, ndim: int, in_channels: int, channels: list[int], kernel_sizes: list[int],
+                 pool_sizes: list[int]):
         super().__init__()
+        conv, norm = (nn.Conv1d, nn.BatchNorm1d) if ndim == 1 else (nn.Conv2d, nn.BatchNorm2d)
+        self.max_pool = F.max_pool1d if ndim == 1 else F.max_pool2d
         self.pool_sizes = list(pool_sizes)
         self.convs = nn.ModuleList()
         self.norms = nn.ModuleList()
         for out_channels, kernel in zip(channels, kernel_sizes):
-            self.convs.append(nn.Conv1d(in_channels, out_channels, kernel, padding="same", bias=False))
-            self.norms.append(nn.BatchNorm1d(out_channels))
+            self.convs.append(conv(in_channels, out_channels, kernel, padding="same", bias=False))
+            self.norms.append(norm(out_channels))
             in_channels = out_channels
         self.out_channels = in_channels
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if mask is not None:  # padded frames must look like the convs' own zero padding
-            x = x * mask[:, None, :].to(x.dtype)
+        x = _zero_padding(x, mask)
         for conv, norm, pool in zip(self.convs, self.norms, self.pool_sizes):
-            x = F.relu(norm(conv(x)))
-            if mask is not None:
-                x = x * mask[:, None, :].to(x.dtype)
-            if pool > 1:
-                x = F.max_pool1d(x, pool, ceil_mode=True)
-                mask = _downsample_mask(mask, pool)
-        return x, mask
-
-
-class _ConvStack2d(nn.Module):
-    """Conv2d-BN-ReLU-(MaxPool) blocks over (B, C, F, T), keeping padded time steps at zero."""
-
-    def __init__(self, in_channels: int, channels: list[int], kernel_sizes: list[int], pool_sizes: list[int]):
-        super().__init__()
-        self.pool_sizes = list(pool_sizes)
-        self.convs = nn.ModuleList()
-        self.norms = nn.ModuleList()
-        for out_channels, kernel in zip(channels, kernel_sizes):
-            self.convs.append(nn.Conv2d(in_channels, out_channels, kernel, padding="same", bias=False))
-            self.norms.append(nn.BatchNorm2d(out_channels))
-            in_channels = out_channels
-        self.out_channels = in_channels
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if mask is not None:  # padded frames must look like the convs' own zero padding
-            x = x * mask[:, None, None, :].to(x.dtype)
-        for conv, norm, pool in zip(self.convs, self.norms, self.pool_sizes):
-            x = F.relu(norm(conv(x)))
-            if mask is not None:
-                x = x * mask[:, None, None, :].to(x.dtype)
+            x = _zero_padding(F.relu(norm(conv(x))), mask)
             if pool > 1:
                 # ceil_mode keeps maps with fewer than `pool` bins alive, so short clips / few mel bins still run
-                x = F.max_pool2d(x, pool, ceil_mode=True)
+                x = self.max_pool(x, pool, ceil_mode=True)
                 mask = _downsample_mask(mask, pool)
         return x, mask
 
@@ -437,7 +419,7 @@ class LSTMForAudioClassification(SERBaselinePreTrainedModel):
 class _CNN1DEncoder(nn.Module):
     def __init__(self, config: CNN1DConfig):
         super().__init__()
-        self.convs = _ConvStack1d(config.input_dim, config.channels, config.kernel_sizes, config.pool_sizes)
+        self.convs = _ConvStack(1, config.input_dim, config.channels, config.kernel_sizes, config.pool_sizes)
         self.out_features = self.convs.out_channels
         self.global_pooling = config.global_pooling
 
@@ -456,7 +438,7 @@ class CNN1DForAudioClassification(SERBaselinePreTrainedModel):
 class _CNNLSTMEncoder(nn.Module):
     def __init__(self, config: CNNLSTMConfig):
         super().__init__()
-        self.convs = _ConvStack1d(config.input_dim, config.channels, config.kernel_sizes, config.pool_sizes)
+        self.convs = _ConvStack(1, config.input_dim, config.channels, config.kernel_sizes, config.pool_sizes)
         _add_lstm(self, self.convs.out_channels, config)
 
     def forward(self, x, mask):
@@ -475,7 +457,7 @@ class CNNLSTMForAudioClassification(SERBaselinePreTrainedModel):
 class _CNN2DEncoder(nn.Module):
     def __init__(self, config: CNN2DConfig):
         super().__init__()
-        self.convs = _ConvStack2d(config.in_channels, config.channels, config.kernel_sizes, config.pool_sizes)
+        self.convs = _ConvStack(2, config.in_channels, config.channels, config.kernel_sizes, config.pool_sizes)
         self.out_features = self.convs.out_channels
         self.global_pooling = config.global_pooling
 
