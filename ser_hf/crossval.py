@@ -330,22 +330,29 @@ def run_parallel(tasks: Sequence[tuple[Path, list[str]]], jobs: int) -> None:
     running: list[tuple[subprocess.Popen, Path, Path]] = []
     failed: list[tuple[Path, Path]] = []
     logger.info("%d runs to do, %d at a time", len(todo), jobs)
-    while todo or running:
-        while todo and len(running) < jobs:
-            run_dir, overrides = todo.pop(0)
-            log = Path(f"{run_dir}.log")
-            log.parent.mkdir(parents=True, exist_ok=True)
-            with open(log, "w") as fh:
-                cmd = [sys.executable, "-m", "ser_hf.experiment", *overrides, f"output_dir={run_dir}"]
-                running.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env), run_dir, log))
-        for item in [r for r in running if r[0].poll() is not None]:
-            running.remove(item)
-            proc, run_dir, log = item
-            ok = proc.returncode == 0 and why_incomplete(run_dir) is None
-            logger.info("%s %s (%s)", run_dir, "done" if ok else f"FAILED (exit {proc.returncode})", log)
-            if not ok:
-                failed.append((run_dir, log))
-        time.sleep(0.5)
+    try:
+        while todo or running:
+            while todo and len(running) < jobs:
+                run_dir, overrides = todo.pop(0)
+                log = Path(f"{run_dir}.log")
+                log.parent.mkdir(parents=True, exist_ok=True)
+                with open(log, "w") as fh:
+                    cmd = [sys.executable, "-m", "ser_hf.experiment", *overrides, f"output_dir={run_dir}"]
+                    running.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env), run_dir,
+                                    log))
+            for item in [r for r in running if r[0].poll() is not None]:
+                running.remove(item)
+                proc, run_dir, log = item
+                ok = proc.returncode == 0 and why_incomplete(run_dir) is None
+                logger.info("%s %s (%s)", run_dir, "done" if ok else f"FAILED (exit {proc.returncode})", log)
+                if not ok:
+                    failed.append((run_dir, log))
+            time.sleep(0.5)
+    finally:  # interrupted (Ctrl-C, a timeout): stop the runs still going; their folds re-run next time
+        for proc, _, _ in running:
+            proc.terminate()
+        for proc, _, _ in running:
+            proc.wait()
     if failed:
         raise RuntimeError("runs failed: " + "; ".join(f"{d.name}, see {log}" for d, log in failed)
                            + ". Re-run the same command to retry them (finished runs are kept).")
@@ -525,7 +532,10 @@ def crossval_recipe(overrides: Sequence[str], out_dir: str | os.PathLike | None 
 
     overrides = list(overrides)
     for o in [o for o in overrides if o.startswith("jobs=")]:
-        jobs = int(o.split("=", 1)[1])
+        value = o.split("=", 1)[1]
+        if not value.isdigit():
+            raise ValueError(f"jobs={value!r}: give the number of folds to run at once, e.g. jobs=4")
+        jobs = int(value)
         overrides.remove(o)
     if jobs < 1:
         raise ValueError(f"jobs={jobs}: the number of folds to run at once must be >= 1")
