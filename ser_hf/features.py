@@ -422,6 +422,9 @@ def _to_ft(x: np.ndarray) -> np.ndarray:
     return x.transpose(0, 2, 1)
 
 
+_CACHE_BYTES = 2 << 20  # windowed frames per FFT call in _Spectra.power
+
+
 class _Spectra:
     """Lazily computed spectra of a (B, n) batch, frames first: (B, T, F)."""
 
@@ -437,8 +440,15 @@ class _Spectra:
             # librosa loops over blocks and returns (B, F, T) with strides the mel product then copies.
             padded = np.pad(self.y, ((0, 0), (c.n_fft // 2, c.n_fft // 2)))
             frames = np.lib.stride_tricks.sliding_window_view(padded, c.n_fft, axis=-1)[:, :: c.hop_length]
-            spec = scipy.fft.rfft(frames * _window(c.n_fft, c.win_length), axis=-1)
-            power = np.abs(spec)  # abs then square in place: 4x faster than real**2 + imag**2
+            window = _window(c.n_fft, c.win_length)
+            power = np.empty(frames.shape[:2] + (c.n_fft // 2 + 1,), dtype=np.float32)
+            # A few clips at a time: the windowed frames and their spectrum then stay in cache, ~1.5x faster
+            # than one pass over a 64-clip batch (measured; a 64-clip temporary is ~45 MB).
+            step = max(1, _CACHE_BYTES // max(1, frames.shape[1] * c.n_fft * 4))
+            for start in range(0, len(frames), step):
+                block = slice(start, start + step)
+                # abs then square in place: 4x faster than real**2 + imag**2
+                np.abs(scipy.fft.rfft(frames[block] * window, axis=-1), out=power[block])
             self._power = np.multiply(power, power, out=power)
         return self._power
 
@@ -699,8 +709,16 @@ def _threads_per_process(num_proc: int | None) -> int:
     return max(1, cores // max(1, num_proc or 1))
 
 
+def _auto_batch_size(length: int | None) -> int:
+    """Clips per map batch: ~32 MiB of waveform (so each thread's chunk holds a few dozen clips, which the
+    threaded map needs to pay off), between 16 and 256; 64 when clip lengths vary."""
+    if length is None:
+        return 64
+    return int(min(256, max(16, (32 << 20) // (4 * max(1, length)))))
+
+
 def compute_features(ds: datasets.Dataset, cfg: FeatureConfig, num_proc: int | None = None,
-                     batch_size: int = 64, keep_audio: bool = False) -> datasets.Dataset:
+                     batch_size: int | None = None, keep_audio: bool = False) -> datasets.Dataset:
     """Add a float32 ``features`` column computed from ``audio`` with one batched, cached ``datasets.map``.
 
     The map's fingerprint is derived from the input's fingerprint and ``cfg.cache_key()``: calling again with
@@ -710,6 +728,7 @@ def compute_features(ds: datasets.Dataset, cfg: FeatureConfig, num_proc: int | N
     ``ds``). Every column but ``audio`` is kept; ``keep_audio=True`` keeps the waveforms too, at the cost of
     writing a second copy of them into the feature cache (nothing downstream of features reads them: training
     reads windows, waveform augmentation reads the decoded corpus, inference decodes files itself).
+    ``batch_size`` (clips per map batch) defaults to about 32 MiB of audio (:func:`_auto_batch_size`).
     """
     if not isinstance(cfg, FeatureConfig):
         raise TypeError(f"cfg must be a FeatureConfig (use FeatureConfig.from_dict), got {type(cfg).__name__}")
@@ -717,6 +736,8 @@ def compute_features(ds: datasets.Dataset, cfg: FeatureConfig, num_proc: int | N
     if "features" in ds.column_names:
         raise ValueError("dataset already has a 'features' column: compute features from the audio dataset")
     shape, length = _fixed_shape(ds, cfg, source)
+    if batch_size is None:
+        batch_size = _auto_batch_size(length)
     ndim = len(feature_shape(cfg, 0))
     feat_type = _array_feature(shape) if shape is not None else _nested_list_feature(ndim)
     features = datasets.Features({**ds.features, "features": feat_type})
