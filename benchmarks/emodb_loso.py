@@ -58,22 +58,21 @@ def main(argv=None) -> int:
     loso = {r: [f"recipe={r}", *common, "data.split=loso"] for r in args.recipes}
     leaky_dir = {r: Path(args.runs) / (r + "-random") for r in args.leakage}
     leaky_args = {r: [f"recipe={r}", *common, "data.split=random"] for r in args.leakage}
-    incomplete = []
     if args.jobs > 1:
         # One queue over every fold of every recipe (and the leaky runs), so no core waits for a
         # recipe's slowest fold; then the summaries below only read the finished folds.
+        folds = {r: plan_folds(loso[r], Path(args.runs) / r).tasks() for r in args.recipes}
         tasks = []
         for recipe in args.recipes:
-            tasks += plan_folds(loso[recipe], Path(args.runs) / recipe).tasks()
-            if recipe in leaky_dir:
-                tasks.append((leaky_dir[recipe], leaky_args[recipe]))
+            tasks += folds[recipe] + ([(leaky_dir[recipe], leaky_args[recipe])] if recipe in leaky_dir else [])
         tasks += [(leaky_dir[r], leaky_args[r]) for r in args.leakage if r not in args.recipes]
         try:
             run_parallel(tasks, args.jobs)
         except RuntimeError as err:  # report what finished; the failed runs are named in the error
             print(err, file=sys.stderr)
-        incomplete = sorted({d.parent.name if d.name.startswith("fold") else d.name
-                             for d, _ in tasks if why_incomplete(d) is not None})
+    else:
+        folds = {}
+    incomplete = {r for r, tasks in folds.items() if any(why_incomplete(d) is not None for d, _ in tasks)}
 
     lines = []
     for recipe in args.recipes:
@@ -89,7 +88,7 @@ def main(argv=None) -> int:
     for recipe in args.leakage:
         leaky = leaky_dir[recipe]
         if why_incomplete(leaky) is not None:
-            if leaky.name in incomplete:
+            if args.jobs > 1:  # it ran in the queue above and failed (named in the error printed there)
                 continue
             run(load_config([*leaky_args[recipe], f"output_dir={leaky}"]))
         m = json.loads((leaky / "metrics.json").read_text())

@@ -620,16 +620,16 @@ def _audio_kind(ds: datasets.Dataset) -> str:
                      f"{{'path'}}); got columns {ds.column_names} with audio={audio!r}")
 
 
-def _file_lengths(paths: Sequence[str], target_sr: int) -> np.ndarray:
-    """Samples per file at ``target_sr`` from the headers alone (no decoding)."""
-    out = np.empty(len(paths), dtype=np.int64)
+def _file_headers(paths: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(frames, sampling rate) per file from the headers alone (no decoding)."""
+    frames, srs = np.empty(len(paths), dtype=np.int64), np.empty(len(paths), dtype=np.int64)
     for i, path in enumerate(paths):
         try:
             info = sf.info(path)
         except (sf.LibsndfileError, RuntimeError, OSError) as err:
             raise audio_io.AudioDecodeError(path, f"unreadable header ({err})") from err
-        out[i] = resampled_length(info.frames, info.samplerate, target_sr)
-    return out
+        frames[i], srs[i] = info.frames, info.samplerate
+    return frames, srs
 
 
 def _fixed_shape(ds: datasets.Dataset, cfg: FeatureConfig,
@@ -643,20 +643,18 @@ def _fixed_shape(ds: datasets.Dataset, cfg: FeatureConfig,
     rows = ds._indices.column(0).to_numpy() if ds._indices is not None else slice(None)
     if source == "files" and {"file_frames", "file_sampling_rate"} <= set(ds.column_names):
         # the corpus builders recorded every file's header when they scanned the corpus
-        frames = ds.data.column("file_frames").to_numpy()[rows]
+        n = ds.data.column("file_frames").to_numpy()[rows]
         srs = ds.data.column("file_sampling_rate").to_numpy()[rows]
-        lengths = np.array([resampled_length(int(m), int(sr), cfg.sampling_rate) for m, sr in zip(frames, srs)])
     elif source == "files":
         paths = np.asarray(pc.struct_field(audio, "path").to_numpy(zero_copy_only=False), dtype=object)[rows]
         if any(p is None for p in paths):
             return None, None
-        lengths = _file_lengths(list(paths), cfg.sampling_rate)
+        n, srs = _file_headers(list(paths))
     else:  # clip lengths from the Arrow metadata, without touching the samples
         n = pc.list_value_length(pc.struct_field(audio, "array")).to_numpy()[rows]
-        srs = pc.struct_field(audio, "sampling_rate").to_numpy().astype(np.int64)[rows]
-        lengths = np.array([m if sr == cfg.sampling_rate else resampled_length(m, sr, cfg.sampling_rate)
-                            for m, sr in zip(n, srs)], dtype=np.int64)
-    lengths = np.unique(lengths)
+        srs = pc.struct_field(audio, "sampling_rate").to_numpy()[rows]
+    lengths = np.unique([m if sr == cfg.sampling_rate else resampled_length(int(m), int(sr), cfg.sampling_rate)
+                         for m, sr in zip(n, srs)])
     if len(lengths) != 1:
         return None, None
     return feature_shape(cfg, int(lengths[0])), int(lengths[0])

@@ -40,7 +40,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, SequentialSampler
 
@@ -629,8 +629,6 @@ class Trainer:
         return json.loads(path.read_text())["epoch"] if path.is_file() else None
 
     def _restore_best(self) -> None:
-        from safetensors.torch import load_file
-
         acc = self.accelerator
         acc.wait_for_everyone()
         path = self.checkpoint_dir / "best" / BEST_WEIGHTS
