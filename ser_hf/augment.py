@@ -22,6 +22,7 @@ Recipe section (each transform ``null``/absent = off; sub-keys are the audioment
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -33,6 +34,8 @@ import audiomentations as A
 import datasets
 import numpy as np
 import torch
+
+from .spec import AugmentConfig, SpecAugmentConfig, build, plain, unknown_key_error
 
 __all__ = [
     "AUGMENT_KEYS",
@@ -56,15 +59,16 @@ WAVEFORM_TRANSFORMS: dict[str, tuple[type, dict[str, Any]]] = {
     "time_stretch": (A.TimeStretch, {"min_rate": 0.9, "max_rate": 1.1, "leave_length_unchanged": True,
                                      "method": "librosa_phase_vocoder", "p": 0.3}),
 }
-SPEC_KEYS = ("time_masks", "time_width", "freq_masks", "freq_width", "mask_value")
-AUGMENT_KEYS = (*WAVEFORM_TRANSFORMS, "spec_augment", "copies")
+# The recipe keys and the SpecAugment defaults are the run spec's (ser_hf.spec.AugmentConfig).
+SPEC_KEYS = tuple(f.name for f in dataclasses.fields(SpecAugmentConfig))
+AUGMENT_KEYS = tuple(f.name for f in dataclasses.fields(AugmentConfig))
 
 
 def _check_section(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
-    cfg = dict(cfg or {})
-    unknown = sorted(set(cfg) - set(AUGMENT_KEYS))
-    if unknown:
-        raise ValueError(f"unknown augment key(s) {unknown}; valid keys: {list(AUGMENT_KEYS)}")
+    cfg = dict(plain(cfg) or {})
+    for key in cfg:
+        if key not in AUGMENT_KEYS:
+            raise unknown_key_error("augment", key, AUGMENT_KEYS)
     return cfg
 
 
@@ -211,8 +215,9 @@ def spec_augment(x: torch.Tensor, time_masks: int, time_width: int, freq_masks: 
 class SpecAugment:
     """``spec_augment`` with fixed parameters and its own seeded ``torch.Generator``."""
 
-    def __init__(self, time_masks: int = 2, time_width: int = 20, freq_masks: int = 2, freq_width: int = 8,
-                 mask_value: float = 0.0, seed: int = 0):
+    def __init__(self, time_masks: int = SpecAugmentConfig.time_masks, time_width: int = SpecAugmentConfig.time_width,
+                 freq_masks: int = SpecAugmentConfig.freq_masks, freq_width: int = SpecAugmentConfig.freq_width,
+                 mask_value: float = SpecAugmentConfig.mask_value, seed: int = 0):
         for name, v in (("time_masks", time_masks), ("time_width", time_width), ("freq_masks", freq_masks),
                         ("freq_width", freq_width)):
             if not isinstance(v, (int, np.integer)) or v < 0:
@@ -232,11 +237,8 @@ def build_spec_augment(cfg_dict: Mapping[str, Any] | None, seed: int) -> SpecAug
     sub = _check_section(cfg_dict).get("spec_augment")
     if sub is None or sub is False:
         return None
-    sub = {} if sub is True else dict(sub)
-    bad = sorted(set(sub) - set(SPEC_KEYS))
-    if bad:
-        raise ValueError(f"augment.spec_augment: unknown key(s) {bad}; valid keys: {list(SPEC_KEYS)}")
-    return SpecAugment(**sub, seed=seed)
+    sub = build(SpecAugmentConfig, {} if sub is True else sub, "augment.spec_augment")
+    return SpecAugment(**dataclasses.asdict(sub), seed=seed)
 
 
 # ----------------------------------------------------------------------------------------------------------

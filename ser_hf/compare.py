@@ -18,7 +18,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ser_hf.config import split_compare_args
 from ser_hf.crossval import (
+    crossval_recipe,
     HEADLINE,
     RunResult,
     check_same_protocol,
@@ -486,32 +488,10 @@ __all__ = [
 # ---------------------------------------------------------------------------------- recipe driver
 
 
-def _list_arg(value: str) -> list[str]:
-    """``[a,b]`` or ``a,b`` -> ["a", "b"] (Hydra's list syntax, parsed here because these keys are ours)."""
-    value = value.strip()
-    if value.startswith("[") and value.endswith("]"):
-        value = value[1:-1]
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
 def compare_from_args(args: Sequence[str]) -> Path:
     """``recipes=[a,b,...]`` (cross-validated on identical folds) or ``runs=[dir,...]`` (finished runs),
     plus ``output_dir=DIR`` and any ``key=value`` override applied to every recipe."""
-    from .crossval import crossval_recipe
-
-    recipes, runs, out, rest = [], [], None, []
-    for arg in args:
-        key, _, value = arg.partition("=")
-        if key == "recipes":
-            recipes = _list_arg(value)
-        elif key == "runs":
-            runs = _list_arg(value)
-        elif key == "output_dir":
-            out = Path(value)
-        else:
-            rest.append(arg)
-    if bool(recipes) == bool(runs):
-        raise ValueError("pass exactly one of recipes=[a,b,...] or runs=[dir1,dir2,...]")
+    recipes, runs, out, rest = split_compare_args(args)  # recipes' specs checked before any fold runs
     if runs:
         groups = group_runs([Path(r) for r in runs])
     else:

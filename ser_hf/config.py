@@ -7,28 +7,29 @@ its own timestamped run folder and write its own logs. Here the output folder is
 the recipe (``runs/<recipe>/<corpus>-<split>[-fold<k>]-seed<seed>`` unless ``output_dir=`` is given),
 so every process of a distributed run agrees on it without talking to the others.
 
-Defaults of the typed sections (features, trainer, ...) live in one place, the dataclasses that
-consume them; the YAML files hold overrides only. Unknown keys are therefore caught by those
-dataclasses, which name the key and the section.
+Defaults of the typed sections (features, trainer, ...) live in one place, the dataclasses of
+:mod:`ser_hf.spec`; the YAML files hold overrides only. :func:`load_spec` parses the composed config
+into a :class:`~ser_hf.spec.RunSpec`, which rejects unknown keys (naming the key, the section and
+the closest valid key) before any work starts.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from .spec import TOP_LEVEL_KEYS, DataConfig, RunSpec, parse_spec, unknown_key_error  # noqa: F401 (DataConfig re-exported)
 
 RECIPES_ENV = "SER_HF_RECIPES"
 # Config groups: overrides of these select a file and must stay plain ``group=name``.
 CONFIG_GROUPS = ("recipe",)
-TOP_LEVEL_KEYS = {
-    "recipe_name", "seed", "output_dir", "resume", "data", "features", "augment", "model",
-    "trainer", "peft", "embeddings", "hub", "description",
-}
 
 
 def recipes_dir() -> Path:
@@ -60,9 +61,6 @@ def _force(override: str) -> str:
 
 def load_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """Compose ``recipes/defaults.yaml`` + ``recipe=NAME`` + overrides into one resolved config."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
     overrides = list(overrides)
     names = available_recipes()
     for o in overrides:
@@ -78,12 +76,17 @@ def load_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
         del cfg["hydra"]
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     cfg.recipe_name = recipe
-    unknown = set(cfg.keys()) - TOP_LEVEL_KEYS
-    if unknown:
-        raise ValueError(f"unknown top-level config key(s) {sorted(unknown)}; known: {sorted(TOP_LEVEL_KEYS)}")
+    for key in cfg:
+        if key not in TOP_LEVEL_KEYS:
+            raise unknown_key_error(None, key, TOP_LEVEL_KEYS)
     if not cfg.get("output_dir"):
         cfg.output_dir = str(default_output_dir(cfg))
     return cfg
+
+
+def load_spec(overrides: list[str] | tuple[str, ...] = ()) -> RunSpec:
+    """:func:`load_config` parsed into the typed :class:`~ser_hf.spec.RunSpec` (every section checked)."""
+    return parse_spec(load_config(overrides))
 
 
 def default_output_dir(cfg: DictConfig) -> Path:
@@ -104,53 +107,8 @@ def section(cfg: DictConfig, key: str) -> dict[str, Any]:
     return {} if value is None else OmegaConf.to_container(value, resolve=True)
 
 
-@dataclass
-class DataConfig:
-    """The ``data:`` section: which corpus, where it lives, how it is split."""
-
-    corpus: str = "emodb"
-    data_dir: str | None = None  # or $SER_HF_DATA_<CORPUS>
-    split: str = "speaker"  # speaker | loso | kfold | random
-    fold: int | None = None
-    sampling_rate: int = 16000
-    label_set: str = "corpus"  # corpus | common
-    cache_dir: str | None = None
-    num_proc: int | None = None
-    builder: dict = field(default_factory=dict)  # extra builder options, e.g. {label_source: voice}
-    synthetic: dict | None = None  # {speakers, per_class, seed}: generate the corpus instead of reading one
-    test_corpus: str | None = None  # cross-corpus: train on `corpus`, test on this one (common labels)
-    test_data_dir: str | None = None
-    extra_train: list = field(default_factory=list)  # multi-corpus: [{corpus, data_dir}, ...] added to training
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "DataConfig":
-        return from_dict(cls, d, "data")
-
-
-def from_dict(cls, d: dict | None, section_name: str):
-    """Build dataclass ``cls`` from ``d``; an unknown key is an error naming the section and valid keys."""
-    d = dict(d or {})
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(
-            f"unknown key(s) {unknown} in the '{section_name}' section of the recipe; valid keys: {sorted(known)}"
-        )
-    return cls(**d)
-
-
-def to_yaml(cfg: DictConfig | dict) -> str:
-    return OmegaConf.to_yaml(cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg))
-
-
-def dataclass_dict(obj) -> dict:
-    return asdict(obj)
-
-
 def configure_logging(level: int | str = "INFO") -> None:
     """Log ``ser_hf`` messages (warnings about skipped clips, chosen hyper-parameters) to stderr."""
-    import logging
-
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("ser_hf").setLevel(level)
 
@@ -184,3 +142,45 @@ def parse_key_values(args: list[str], required: tuple[str, ...] = (), optional: 
     if missing:
         raise SystemExit(f"missing {', '.join(k + '=...' for k in missing)}")
     return out
+
+
+# ---------------------------------------------------------------------------------- script arguments
+# The scripts check every recipe's spec with these before they import the heavy modules (torch,
+# datasets, transformers), so a typo fails in about a second with nothing read or written.
+
+
+def list_arg(value: str) -> list[str]:
+    """``[a,b]`` or ``a,b`` -> ["a", "b"] (Hydra's list syntax, parsed here because these keys are ours)."""
+    value = value.strip()
+    if value.startswith("[") and value.endswith("]"):
+        value = value[1:-1]
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+CROSSVAL_KEYS = ("jobs", "output_dir")
+
+
+def check_crossval_args(args: list[str] | tuple[str, ...]) -> RunSpec:
+    """The spec of ``scripts/crossval.py recipe=NAME [jobs=N] [output_dir=DIR] key=value ...``."""
+    return load_spec([a for a in args if a.split("=", 1)[0] not in CROSSVAL_KEYS])
+
+
+def split_compare_args(args) -> tuple[list[str], list[str], Path | None, list[str]]:
+    """``recipes=[a,b]`` | ``runs=[dir,...]``, ``output_dir=DIR`` and the overrides of every recipe:
+    ``(recipes, runs, output_dir, overrides)``; each recipe's spec (with the overrides) is checked."""
+    recipes, runs, out, rest = [], [], None, []
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key == "recipes":
+            recipes = list_arg(value)
+        elif key == "runs":
+            runs = list_arg(value)
+        elif key == "output_dir":
+            out = Path(value)
+        else:
+            rest.append(arg)
+    if bool(recipes) == bool(runs):
+        raise ValueError("pass exactly one of recipes=[a,b,...] or runs=[dir1,dir2,...]")
+    for name in recipes:
+        check_crossval_args([f"recipe={name}", *rest])
+    return recipes, runs, out, rest

@@ -8,16 +8,25 @@ cross-validation resumes at the first fold without a complete run folder.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import math
 import os
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from ser_hf.config import load_config, load_spec
+from ser_hf.data.splits import num_folds
+from ser_hf.experiment import load_data
+from ser_hf.experiment import run as run_experiment
+from ser_hf.metrics import compute_metrics
 from ser_hf.reporting import (
     METRICS_FILE,
     PREDICTIONS_FILE,
@@ -235,8 +244,6 @@ def check_same_protocol(runs: Sequence[RunResult], what: str) -> list[RunResult]
 def clip_metrics(refs: np.ndarray, preds: np.ndarray, label_names: Sequence[str]) -> dict:
     """The project's one reporter (``ser_hf.metrics.compute_metrics``) plus ``per_class_f1`` as a list
     in label order, so pooled numbers are defined exactly like each run's own metrics.json."""
-    from ser_hf.metrics import compute_metrics
-
     metrics = compute_metrics(refs, preds, label_names)
     metrics["per_class_f1"] = [metrics["per_class"][name]["f1"] for name in metrics["labels"]]
     return metrics
@@ -318,10 +325,6 @@ def run_parallel(tasks: Sequence[tuple[Path, list[str]]], jobs: int) -> None:
     the failed runs' logs, and re-running resumes. (A plain process pool: ``accelerate launch`` spreads
     one training over many processes, not many trainings over one machine.)
     """
-    import subprocess
-    import sys
-    import time
-
     todo = [(Path(d), list(o)) for d, o in tasks if why_incomplete(d) is not None]
     if not todo:
         return
@@ -498,25 +501,20 @@ class FoldPlan:
 def plan_folds(overrides: Sequence[str], out_dir: str | os.PathLike | None = None) -> FoldPlan:
     """Resolve a recipe's folds (``recipe=NAME key=value ...``). Loads the corpus once to count speakers,
     which also fills the decoded-corpus cache before any fold runs (parallel folds then only read it)."""
-    from .config import DataConfig, load_config, section
-    from .data.splits import num_folds
-    from .experiment import load_data
-
     overrides = list(overrides)
     for o in [o for o in overrides if o.startswith("output_dir=")]:
         # The folds' common root: each fold gets its own folder below it.
         out_dir = out_dir or o.split("=", 1)[1]
         overrides.remove(o)
-    base = load_config(overrides)
-    data = DataConfig.from_dict(section(base, "data"))
+    spec = load_spec(overrides)  # every section checked before the corpus is read
+    data = spec.data
     split = data.split if data.split in FOLD_SPLITS else default_fold_split(data.corpus)
-    out = Path(out_dir) if out_dir else Path("runs") / str(base.recipe_name) / \
-        f"crossval-{data.corpus}-{split}-seed{base.seed}"
-    probe = load_data(DataConfig.from_dict({**section(base, "data"), "split": "speaker", "fold": None}),
-                      int(base.seed))
+    out = Path(out_dir) if out_dir else Path("runs") / str(spec.recipe_name) / \
+        f"crossval-{data.corpus}-{split}-seed{spec.seed}"
+    probe = load_data(dataclasses.replace(data, split="speaker", fold=None), spec.seed)
     speakers = sorted({s for v in probe.info["speakers"].values() for s in v})
     folds = list(range(1, num_folds(data.corpus, split, speakers) + 1))
-    return FoldPlan(str(base.recipe_name), out, split, folds, overrides)
+    return FoldPlan(str(spec.recipe_name), out, split, folds, overrides)
 
 
 def crossval_recipe(overrides: Sequence[str], out_dir: str | os.PathLike | None = None, jobs: int = 1) -> Path:
@@ -527,9 +525,6 @@ def crossval_recipe(overrides: Sequence[str], out_dir: str | os.PathLike | None 
     ``speaker`` or ``random`` is cross-validated with :func:`default_fold_split`. ``jobs`` > 1 (or
     ``jobs=N`` among the overrides) runs that many folds at once in separate processes.
     """
-    from .config import load_config
-    from .experiment import run
-
     overrides = list(overrides)
     for o in [o for o in overrides if o.startswith("jobs=")]:
         value = o.split("=", 1)[1]
@@ -543,7 +538,7 @@ def crossval_recipe(overrides: Sequence[str], out_dir: str | os.PathLike | None 
     logger.info("cross-validating %s: %s with %d folds -> %s", plan.recipe, plan.split, len(plan.folds), plan.out)
     if jobs > 1:
         run_parallel(plan.tasks(), jobs)
-    dirs = run_folds(lambda k: run(load_config([*plan.fold_overrides(k), f"output_dir={plan.fold_dir(k)}"])),
+    dirs = run_folds(lambda k: run_experiment(load_config([*plan.fold_overrides(k), f"output_dir={plan.fold_dir(k)}"])),
                      plan.folds, plan.fold_dir)
     summarize_folds(dirs, plan.out)
     return plan.out

@@ -14,58 +14,33 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
+import datasets
 import numpy as np
 import torch
+from datasets.fingerprint import Hasher
+from huggingface_hub import try_to_load_from_cache
+from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification
+
+from .models.batching import featurize, is_waveform_extractor, length_sorted_batches
+from .models.heads import head_module_names
+from .models.loading import from_pretrained_checked, load_feature_extractor, resolve_model_source
+
+from .spec import (EMBEDDING_LAYER_CHOICES, EMBEDDING_POOLINGS, EmbeddingConfig, check_embedding_layers,
+                   check_embedding_pooling)
 
 logger = logging.getLogger(__name__)
 
 # Bump when the computation changes, so stale cached embeddings are not reused.
 EMBEDDINGS_VERSION = 1
-LAYER_CHOICES = ("last", "mean", "weighted")
-POOLINGS = ("mean", "mean_std")
+LAYER_CHOICES = EMBEDDING_LAYER_CHOICES
+POOLINGS = EMBEDDING_POOLINGS
 
 
-@dataclass
-class EmbeddingSettings:
-    """The recipe's ``embeddings:`` section."""
-
-    name_or_path: str | None = None  # Hub id or local folder of the encoder
-    layers: Any = "last"  # "last" | "mean" | "weighted" | int | list[int]
-    pooling: str = "mean"
-    batch_size: int = 8
-    cache: bool = True
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "EmbeddingSettings":
-        d = dict(d or {})
-        valid = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - valid)
-        if unknown:
-            raise ValueError(f"unknown key(s) {unknown} in the embeddings section; valid keys: {sorted(valid)}")
-        out = cls(**d)
-        _check_layers(out.layers)
-        _check_pooling(out.pooling)
-        return out
-
-
-def _check_layers(layers) -> None:
-    if isinstance(layers, str):
-        if layers not in LAYER_CHOICES:
-            raise ValueError(f"layers={layers!r}: use one of {LAYER_CHOICES}, a layer index or a list of indices")
-    elif isinstance(layers, (list, tuple)):
-        if not layers or not all(isinstance(i, int) and not isinstance(i, bool) for i in layers):
-            raise ValueError(f"layers={layers!r}: a list of layers must hold layer indices (ints)")
-    elif not isinstance(layers, int) or isinstance(layers, bool):
-        raise ValueError(f"layers={layers!r}: use one of {LAYER_CHOICES}, a layer index or a list of indices")
-
-
-def _check_pooling(pooling: str) -> None:
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling={pooling!r}: use one of {POOLINGS}")
+# The ``embeddings:`` section's dataclass lives in the torch-free run spec.
+EmbeddingSettings = EmbeddingConfig
 
 
 # --------------------------------------------------------------------------------------------------
@@ -74,7 +49,7 @@ def _check_pooling(pooling: str) -> None:
 
 def masked_pool(hidden: torch.Tensor, frame_mask: torch.Tensor | None, pooling: str = "mean") -> torch.Tensor:
     """Pool (B, T, D) frames over the real frames only: mean, or mean ‖ std (population std)."""
-    _check_pooling(pooling)
+    check_embedding_pooling(pooling)
     hidden = hidden.float()
     if frame_mask is None:
         frame_mask = torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
@@ -94,7 +69,7 @@ def select_layers(hidden_states: Sequence[torch.Tensor], layers, layer_weights: 
     ``"mean"``: average of the L transformer layers. ``"weighted"``: softmax(layer_weights)-weighted sum
     over all L+1 states, exactly as a checkpoint fine-tuned with ``use_weighted_layer_sum=True`` does.
     """
-    _check_layers(layers)
+    check_embedding_layers(layers)
     n = len(hidden_states)
     if layers == "last":
         return [hidden_states[-1]]
@@ -118,37 +93,27 @@ def select_layers(hidden_states: Sequence[torch.Tensor], layers, layer_weights: 
 # Encoder loading
 # --------------------------------------------------------------------------------------------------
 
-class _Encoder:
+class Encoder:
     """A pretrained encoder ready for hidden-state extraction (loaded lazily, only on a cache miss)."""
 
     def __init__(self, name_or_path: str, layers, device: str | None, local_files_only: bool | None):
-        from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification
-
-        from ser_hf.models.transformer import (
-            _from_pretrained,
-            _is_waveform_extractor,
-            head_module_names,
-            load_feature_extractor,
-            resolve_model_source,
-        )
-
         name, local_only = resolve_model_source(name_or_path, local_files_only)
         self.feature_extractor = load_feature_extractor(name, local_files_only=local_only)
-        self.waveform = _is_waveform_extractor(self.feature_extractor)
+        self.waveform = is_waveform_extractor(self.feature_extractor)
         self.layer_weights = None
         if layers == "weighted":
-            config = _from_pretrained(AutoConfig, name, local_only, "config")
+            config = from_pretrained_checked(AutoConfig, name, local_only, "config")
             if not getattr(config, "use_weighted_layer_sum", False):
                 raise ValueError(
                     f"layers='weighted' uses the learned layer weights of a checkpoint fine-tuned with "
                     f"use_weighted_layer_sum=True; {name} has none. Use layers='mean' (equal weights) instead"
                 )
-            clf = _from_pretrained(AutoModelForAudioClassification, name, local_only, "model")
+            clf = from_pretrained_checked(AutoModelForAudioClassification, name, local_only, "model")
             self.layer_weights = clf.layer_weights.detach().clone()
             encoder_name = [n for n, _ in clf.named_children() if n not in head_module_names(clf)][0]
             model = getattr(clf, encoder_name)
         else:
-            model = _from_pretrained(AutoModel, name, local_only, "model")
+            model = from_pretrained_checked(AutoModel, name, local_only, "model")
         if getattr(model.config, "is_encoder_decoder", False):  # Whisper & co: the encoder only
             model = model.get_encoder()
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -169,8 +134,6 @@ class _Encoder:
 
     @torch.inference_mode()
     def __call__(self, arrays: list[np.ndarray], sampling_rate: int, layers, pooling: str) -> np.ndarray:
-        from ser_hf.models.transformer import featurize
-
         batch = featurize(self.feature_extractor, arrays, sampling_rate)
         inputs = {k: v.to(self.device) for k, v in batch.items()}
         out = self.model(**inputs, output_hidden_states=True)
@@ -187,8 +150,8 @@ class _Encoder:
         return torch.cat(pooled, dim=-1).float().cpu().numpy()
 
 
-def _load_encoder(name_or_path: str, layers, device, local_files_only) -> _Encoder:
-    return _Encoder(name_or_path, layers, device, local_files_only)
+def load_encoder(name_or_path: str, layers, device, local_files_only) -> Encoder:
+    return Encoder(name_or_path, layers, device, local_files_only)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -202,8 +165,6 @@ def model_identity(name_or_path: str | os.PathLike) -> dict:
     path = Path(name).expanduser()
     if not path.is_dir():
         try:
-            from huggingface_hub import try_to_load_from_cache
-
             cached = try_to_load_from_cache(name, "config.json")
             if isinstance(cached, str):
                 path = Path(cached).parent  # .../snapshots/<commit>
@@ -221,8 +182,6 @@ def model_identity(name_or_path: str | os.PathLike) -> dict:
 
 
 def embeddings_fingerprint(ds, model_name_or_path, layers, pooling) -> str:
-    from datasets.fingerprint import Hasher
-
     layers_key = list(layers) if isinstance(layers, (list, tuple)) else layers
     return Hasher.hash({
         "dataset": ds._fingerprint,
@@ -263,12 +222,8 @@ def extract_embeddings(
     :func:`embeddings_fingerprint`; a dataset held only in memory has no cache folder, so pass
     ``cache_dir`` to cache it there.
     """
-    import datasets
-
-    from ser_hf.models.transformer import length_sorted_batches
-
-    _check_layers(layers)
-    _check_pooling(pooling)
+    check_embedding_layers(layers)
+    check_embedding_pooling(pooling)
     if column not in ds.column_names:
         raise KeyError(f"dataset has no {column!r} column (columns: {ds.column_names}); "
                        f"load it with ser_hf.data.load_corpus, which decodes the audio")
@@ -284,11 +239,11 @@ def extract_embeddings(
         else:
             logger.info("dataset is in memory and no cache_dir was given: embeddings are not cached")
 
-    state: dict[str, _Encoder] = {}
+    state: dict[str, Encoder] = {}
 
     def embed(audios: list[dict]) -> dict[str, list]:
         if "encoder" not in state:
-            state["encoder"] = _load_encoder(os.fspath(model_name_or_path), layers, device, local_files_only)
+            state["encoder"] = load_encoder(os.fspath(model_name_or_path), layers, device, local_files_only)
         encoder = state["encoder"]
         rates = {int(a["sampling_rate"]) for a in audios}
         if len(rates) != 1:

@@ -38,13 +38,10 @@ Rules the rest of the project relies on:
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import datasets
@@ -55,6 +52,9 @@ import scipy.fft
 import soundfile as sf
 
 from ser_hf.data import audio as audio_io
+from ser_hf.spec import (  # noqa: F401 (re-exported)
+                         FEATURE_CONFIG_NAME, FEATURES_ALGORITHM_VERSION, FRAME_KINDS, IMAGE_KINDS, KINDS, STATS,
+                         STATS_DESCRIPTORS, VECTOR_KINDS, WINDOW_PADS, FeatureConfig)
 
 __all__ = [
     "FEATURE_CONFIG_NAME",
@@ -74,165 +74,9 @@ __all__ = [
     "window_array",
 ]
 
-FEATURE_CONFIG_NAME = "feature_config.json"
-KINDS = ("mfcc_stack", "logmel", "spectrogram", "frame_stack", "frame_crema", "fft", "stats")
-IMAGE_KINDS = ("mfcc_stack", "logmel", "spectrogram")  # (C, F, T): time is the last axis
-FRAME_KINDS = ("frame_stack", "frame_crema")  # (T, D): time is the first axis
-VECTOR_KINDS = ("fft", "stats")  # (D,): one vector per clip, no windows
-STATS = ("mean", "std", "min", "max", "median", "p5", "p25", "p75", "p95", "skew", "kurtosis",
-         "delta_mean", "delta_std")
-# Frame descriptors the stats kind can summarise; the default set is the first seven.
-STATS_DESCRIPTORS = ("mfcc", "delta_mfcc", "rms", "zcr", "centroid", "rolloff", "flatness",
-                     "logmel", "bandwidth", "contrast")
 N_CONTRAST = 7  # librosa.feature.spectral_contrast: 6 bands + the residual
-WINDOW_PADS = ("zeros", "wrap", "edge")
-# Bump when the extraction code changes its output, so cached features are recomputed.
-_ALGORITHM_VERSION = "1"
 _AMIN = 1e-10  # power floor before log (librosa's power_to_db default)
 _F0_GATE_DB = 30.0  # frames within this many dB of the loudest frame count as voiced for F0 statistics
-
-
-@dataclasses.dataclass
-class FeatureConfig:
-    """Everything that decides the features; saved as ``feature_config.json`` next to a trained model.
-
-    Window fields (``window_frames``, ``window_hop_frames``, ``window_pad``) only affect ``make_windows``,
-    so changing them does not recompute the cached clip features.
-    """
-
-    kind: str = "mfcc_stack"
-    sampling_rate: int = 16000
-    trim_db: float | None = None  # librosa.effects.trim top_db; None keeps silences
-    peak_normalise: bool = False  # scale so max |x| = 1
-    duration_s: float | None = None  # pad (zeros at the end) / crop (keep the start) to this length
-    n_fft: int = 2048
-    win_length: int | None = None
-    hop_length: int = 512
-    n_mels: int = 128
-    n_mfcc: int = 40
-    fmin: float = 0.0
-    fmax: float | None = None
-    top_db: float | None = 80.0  # per-clip dynamic-range floor of dB spectra (librosa's default)
-    delta_width: int = 9
-    n_chroma: int = 12
-    stats: tuple[str, ...] = ("mean", "std", "min", "max")
-    # stats kind: which frame descriptors are summarised (a subset of STATS_DESCRIPTORS, in that order)
-    stats_descriptors: tuple[str, ...] = ("mfcc", "delta_mfcc", "rms", "zcr", "centroid", "rolloff", "flatness")
-    # stats kind: add F0 statistics (librosa.yin) and the voiced fraction. Off by default: on the EmoDB copy it
-    # triples the extraction time and leaves LOSO SVM macro-F1 unchanged (benchmarks/results/features.md)
-    f0: bool = False
-    f0_min: float = 65.0
-    f0_max: float = 500.0
-    window_frames: int | None = None  # frames per window; None = one row per clip
-    window_hop_frames: int | None = None  # None = window_frames (no overlap)
-    window_pad: str = "zeros"  # how a clip shorter than one window is padded: zeros | wrap | edge
-    speaker_norm: bool = False  # compute_features ends with speaker_normalise
-
-    def __post_init__(self) -> None:
-        if isinstance(self.stats, str):
-            self.stats = (self.stats,)
-        self.stats = tuple(self.stats)
-        if isinstance(self.stats_descriptors, str):
-            self.stats_descriptors = (self.stats_descriptors,)
-        self.stats_descriptors = tuple(self.stats_descriptors)
-        problems = []
-        if self.kind not in KINDS:
-            problems.append(f"kind={self.kind!r} is not one of {KINDS}")
-        for name in ("sampling_rate", "n_fft", "hop_length", "n_mels", "n_mfcc", "n_chroma"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
-                problems.append(f"{name}={value!r} must be a positive integer")
-        if not problems:
-            if self.hop_length > self.n_fft:
-                problems.append(f"hop_length={self.hop_length} must be <= n_fft={self.n_fft}")
-            if self.win_length is not None and not 0 < self.win_length <= self.n_fft:
-                problems.append(f"win_length={self.win_length} must be in 1..n_fft={self.n_fft}")
-            if self.n_mfcc > self.n_mels:
-                problems.append(f"n_mfcc={self.n_mfcc} must be <= n_mels={self.n_mels}")
-            nyquist = self.sampling_rate / 2
-            if self.fmax is not None and not self.fmin < self.fmax <= nyquist:
-                problems.append(f"fmax={self.fmax} must be in (fmin, sampling_rate/2={nyquist}]")
-            if self.kind == "stats" and self.f0:
-                if not 0 < self.f0_min < self.f0_max <= nyquist:
-                    problems.append(f"need 0 < f0_min < f0_max <= sampling_rate/2={nyquist} "
-                                    f"(got f0_min={self.f0_min}, f0_max={self.f0_max})")
-                elif self.sampling_rate / self.f0_min >= self.n_fft - 1:  # librosa.yin: one period per frame
-                    need = math.ceil(self.sampling_rate / self.f0_min) + 1
-                    problems.append(f"f0_min={self.f0_min} needs n_fft > {need} at {self.sampling_rate} Hz "
-                                    f"(got n_fft={self.n_fft}); raise either")
-        if self.delta_width < 3 or self.delta_width % 2 == 0:
-            problems.append(f"delta_width={self.delta_width} must be odd and >= 3")
-        if self.trim_db is not None and self.trim_db <= 0:
-            problems.append(f"trim_db={self.trim_db} must be > 0 (or null to keep silences)")
-        if self.top_db is not None and self.top_db <= 0:
-            problems.append(f"top_db={self.top_db} must be > 0 (or null for no floor)")
-        if self.duration_s is not None and self.duration_s <= 0:
-            problems.append(f"duration_s={self.duration_s} must be > 0 (or null to keep clip lengths)")
-        bad_stats = [s for s in self.stats if s not in STATS]
-        if bad_stats or not self.stats:
-            problems.append(f"stats={list(self.stats)} must be a non-empty subset of {STATS}")
-        bad_desc = [d for d in self.stats_descriptors if d not in STATS_DESCRIPTORS]
-        if bad_desc or not self.stats_descriptors:
-            problems.append(f"stats_descriptors={list(self.stats_descriptors)} must be a non-empty subset of "
-                            f"{STATS_DESCRIPTORS}")
-        if self.window_pad not in WINDOW_PADS:
-            problems.append(f"window_pad={self.window_pad!r} is not one of {WINDOW_PADS}")
-        if self.window_frames is not None:
-            if self.window_frames <= 0:
-                problems.append(f"window_frames={self.window_frames} must be > 0")
-            if self.kind in VECTOR_KINDS:
-                problems.append(f"kind={self.kind!r} gives one vector per clip: set window_frames to null")
-        if self.window_hop_frames is not None:
-            if self.window_frames is None:
-                problems.append("window_hop_frames needs window_frames")
-            elif not 0 < self.window_hop_frames:
-                problems.append(f"window_hop_frames={self.window_hop_frames} must be > 0")
-        if problems:
-            raise ValueError("invalid feature config: " + "; ".join(problems))
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> FeatureConfig:
-        """Build from a recipe's ``features:`` section (plain dict or OmegaConf); unknown keys are errors."""
-        d = dict(d or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown feature config key(s) {unknown}; valid keys: {sorted(known)}")
-        if "stats" in d and d["stats"] is not None and not isinstance(d["stats"], str):
-            d["stats"] = tuple(d["stats"])
-        return cls(**d)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (tuples become lists); ``from_dict(to_dict())`` round-trips."""
-        d = dataclasses.asdict(self)
-        d["stats"] = list(self.stats)
-        return d
-
-    def cache_key(self) -> str:
-        """Hash of every field that changes the per-clip features (window fields excluded)."""
-        d = self.to_dict()
-        for name in ("window_frames", "window_hop_frames", "window_pad"):
-            d.pop(name)
-        d["_algorithm_version"] = _ALGORITHM_VERSION
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
-
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``feature_config.json`` into ``directory`` (next to a saved model)."""
-        path = Path(directory) / FEATURE_CONFIG_NAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
-        return path
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path) -> FeatureConfig:
-        """Read ``feature_config.json`` from a model directory (or the file itself)."""
-        path = Path(directory)
-        if path.is_dir():
-            path = path / FEATURE_CONFIG_NAME
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: a model trained on ser_hf features keeps its "
-                                    f"{FEATURE_CONFIG_NAME} next to config.json")
-        return cls.from_dict(json.loads(path.read_text()))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -839,7 +683,7 @@ def make_windows(ds: datasets.Dataset, cfg: FeatureConfig, num_proc: int | None 
         features=feats,
         num_proc=num_proc,
         new_fingerprint=_fingerprint(ds._fingerprint, "windows", cfg.kind, str(cfg.window_frames),
-                                     str(cfg.window_hop_frames), cfg.window_pad, _ALGORITHM_VERSION),
+                                     str(cfg.window_hop_frames), cfg.window_pad, FEATURES_ALGORITHM_VERSION),
         desc="windows",
     )
     return out.with_format(fmt["type"], **fmt["format_kwargs"])
@@ -931,7 +775,7 @@ def speaker_normalise(ds: datasets.Dataset, column: str = "features", speaker_co
         num_proc=num_proc,
         # the statistics are a function of the input's content, so its fingerprint identifies them
         new_fingerprint=_fingerprint(ds._fingerprint, "speaker_norm", column, speaker_column, str(eps),
-                                     _ALGORITHM_VERSION),
+                                     FEATURES_ALGORITHM_VERSION),
         desc="speaker normalisation",
     )
     return out.with_format(fmt["type"], **fmt["format_kwargs"])

@@ -90,7 +90,7 @@ class Predictor:
     @torch.inference_mode()
     def _transformer_scores(self, arrays: list[np.ndarray], batch_size: int, chunk_s: float | None,
                             overlap_s: float, allow_padding: bool | None) -> list[np.ndarray]:
-        from ser_hf.models.transformer import _is_waveform_extractor, chunk_clip, featurize, length_sorted_batches
+        from ser_hf.models.transformer import is_waveform_extractor, chunk_clip, featurize, length_sorted_batches
 
         chunks, owner = [], []
         for i, a in enumerate(arrays):
@@ -99,7 +99,7 @@ class Predictor:
             owner.extend([i] * len(pieces))
         if allow_padding is None:
             # exact per-clip results: pad only where the checkpoint masks padding (or pads to a fixed length)
-            allow_padding = self.uses_attention_mask or not _is_waveform_extractor(self.feature_extractor)
+            allow_padding = self.uses_attention_mask or not is_waveform_extractor(self.feature_extractor)
         logits = np.zeros((len(chunks), len(self.label_names)), dtype=np.float64)
         for batch in length_sorted_batches([len(c) for c in chunks], batch_size, exact_lengths=not allow_padding):
             logits[batch] = self._forward(**featurize(self.feature_extractor, [chunks[j] for j in batch],
@@ -154,12 +154,12 @@ class Predictor:
         return list(self.model.predict_proba(X))
 
     def _embed(self, arrays: list[np.ndarray], batch_size: int) -> np.ndarray:
-        from ser_hf.embeddings import _load_encoder
+        from ser_hf.embeddings import load_encoder
         from ser_hf.models.transformer import length_sorted_batches, uses_attention_mask
 
         cfg = self.embedding_config
         if self._encoder is None:
-            self._encoder = _load_encoder(cfg["name_or_path"], cfg["layers"], str(self.device), None)
+            self._encoder = load_encoder(cfg["name_or_path"], cfg["layers"], str(self.device), None)
         enc = self._encoder
         exact = enc.waveform and not uses_attention_mask(enc.feature_extractor)
         out: list[np.ndarray | None] = [None] * len(arrays)

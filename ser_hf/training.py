@@ -30,11 +30,10 @@ import json
 import logging
 import math
 import os
-import random
 import shutil
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -44,15 +43,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, SequentialSampler
 
-from .losses import LOSSES, build_loss
+from .losses import build_loss
+from .metrics import aggregate_clips
+from .models.batching import seed_worker
+from .spec import TrainerConfig
 
 logger = logging.getLogger(__name__)
 
-OPTIMIZERS = ("adam", "adamw", "rmsprop")
-SCHEDULERS = ("plateau", "cosine", "linear", "none")
-PLATEAU_MONITORS = ("val_loss", "val_macro_f1")
-MIXED_PRECISION = ("no", "bf16", "fp16")
-TRACKERS = ("tensorboard", "wandb")
 # Batch entries that are targets/bookkeeping, never model inputs.
 NON_MODEL_KEYS = ("labels", "clip_id")
 STATE_FILE = "trainer_state.json"
@@ -61,130 +58,6 @@ BEST_WEIGHTS = "model.safetensors"
 # Config keys that may change between an interrupted run and its resumption without changing results.
 _RESUME_FREE_KEYS = {"max_epochs", "early_stopping_patience", "log_with", "num_workers", "progress_bar",
                      "eval_batch_size"}
-
-
-@dataclass
-class TrainerConfig:
-    """The recipe's ``trainer:`` section. Build with :meth:`from_dict` (unknown keys are errors)."""
-
-    max_epochs: int = 30
-    batch_size: int = 32
-    eval_batch_size: int | None = None  # None: batch_size
-    learning_rate: float = 1e-3
-    optimizer: str = "adam"  # adam | adamw | rmsprop (torch.optim; weight_decay as torch defines it)
-    weight_decay: float = 0.0
-    l1: float = 0.0  # coefficient of sum|W| over weight matrices/kernels (params with ndim >= 2)
-    scheduler: str = "none"  # plateau (per epoch) | cosine | linear (per optimizer step, with warm-up) | none
-    plateau_patience: int = 3
-    plateau_factor: float = 0.5
-    plateau_monitor: str = "val_loss"  # val_loss | val_macro_f1 (train loss when there is no validation)
-    warmup_ratio: float = 0.0  # cosine/linear only: fraction of all optimizer steps spent warming up
-    warmup_steps: int = 0  # cosine/linear only: overrides warmup_ratio when > 0
-    loss: str = "ce"  # ce | weighted_ce | focal
-    focal_alpha: Any = None  # None | float | [one weight per class] | "balanced" (uses class_weights)
-    focal_gamma: float = 2.0
-    label_smoothing: float = 0.0
-    grad_accum_steps: int = 1
-    mixed_precision: str = "no"  # no | bf16 | fp16 (Accelerate autocast)
-    early_stopping_patience: int | None = None  # epochs without a better val macro-F1; None/0: off
-    max_grad_norm: float | None = None
-    log_with: str | None = "tensorboard"  # tensorboard | wandb | None
-    num_workers: int = 0  # used by make_dataloader
-    seed: int = 0
-    # Separate learning rates: {parameter-name prefix: lr}, e.g. {"classifier": 1e-3, "projector": 1e-3}
-    # while the rest (the encoder) uses learning_rate. A prefix matches whole dotted components.
-    group_learning_rates: dict = field(default_factory=dict)
-    # Parameters under these prefixes stay frozen for the first freeze_steps optimizer steps
-    # (e.g. train the new head before touching a pre-trained encoder).
-    freeze_steps: int = 0
-    freeze_prefixes: list = field(default_factory=list)
-    progress_bar: bool = True  # tqdm on the main process
-
-    def __post_init__(self):
-        def bad(key, problem):
-            raise ValueError(f"trainer.{key}={getattr(self, key)!r}: {problem}")
-
-        def choice(key, options):
-            if getattr(self, key) not in options:
-                bad(key, f"choose one of {list(options)}")
-
-        if self.scheduler is None:
-            self.scheduler = "none"
-        if isinstance(self.log_with, str) and self.log_with.lower() in ("none", "null", ""):
-            self.log_with = None
-        if self.early_stopping_patience == 0:
-            self.early_stopping_patience = None
-        choice("optimizer", OPTIMIZERS)
-        choice("scheduler", SCHEDULERS)
-        choice("plateau_monitor", PLATEAU_MONITORS)
-        choice("loss", LOSSES)
-        choice("mixed_precision", MIXED_PRECISION)
-        if self.log_with is not None:
-            choice("log_with", TRACKERS)
-        for key in ("max_epochs", "batch_size", "grad_accum_steps"):
-            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
-                bad(key, "must be an integer >= 1")
-        if self.eval_batch_size is not None and (not isinstance(self.eval_batch_size, int) or self.eval_batch_size < 1):
-            bad("eval_batch_size", "must be an integer >= 1 or null (= batch_size)")
-        for key in ("learning_rate", "weight_decay", "l1", "focal_gamma", "warmup_ratio", "label_smoothing"):
-            if not isinstance(getattr(self, key), (int, float)) or getattr(self, key) < 0:
-                bad(key, "must be a number >= 0")
-        if not self.label_smoothing < 1:
-            bad("label_smoothing", "must be < 1")
-        if not self.warmup_ratio < 1:
-            bad("warmup_ratio", "must be < 1 (a fraction of all optimizer steps)")
-        if not 0 < self.plateau_factor < 1:
-            bad("plateau_factor", "must lie strictly between 0 and 1")
-        for key in ("plateau_patience", "warmup_steps", "num_workers", "freeze_steps"):
-            if not isinstance(getattr(self, key), int) or getattr(self, key) < 0:
-                bad(key, "must be an integer >= 0")
-        if self.early_stopping_patience is not None and (
-                not isinstance(self.early_stopping_patience, int) or self.early_stopping_patience < 0):
-            bad("early_stopping_patience", "must be an integer >= 1, or null/0 to disable early stopping")
-        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            bad("max_grad_norm", "must be > 0 or null (no clipping)")
-        if (self.warmup_ratio > 0 or self.warmup_steps > 0) and self.scheduler not in ("cosine", "linear"):
-            bad("scheduler", "warmup_ratio/warmup_steps only apply to scheduler 'cosine' or 'linear'; "
-                             "set the scheduler or drop the warm-up")
-        if not isinstance(self.group_learning_rates, Mapping) or not all(
-                isinstance(v, (int, float)) and v >= 0 for v in self.group_learning_rates.values()):
-            bad("group_learning_rates", "must map parameter-name prefixes to learning rates >= 0")
-        self.group_learning_rates = {str(k): float(v) for k, v in self.group_learning_rates.items()}
-        if isinstance(self.freeze_prefixes, str):
-            self.freeze_prefixes = [self.freeze_prefixes]
-        self.freeze_prefixes = [str(p) for p in self.freeze_prefixes]
-        if self.freeze_steps > 0 and not self.freeze_prefixes:
-            bad("freeze_steps", "needs freeze_prefixes (which parameters to keep frozen for the first steps)")
-        if self.freeze_prefixes and self.freeze_steps == 0:
-            bad("freeze_prefixes", "has no effect with freeze_steps=0; set freeze_steps (permanent freezing "
-                                   "belongs to the model, e.g. requires_grad=False)")
-
-    @property
-    def eval_batch(self) -> int:
-        return self.eval_batch_size or self.batch_size
-
-    @classmethod
-    def from_dict(cls, d: Mapping | None) -> "TrainerConfig":
-        """Build from a mapping (plain dict or OmegaConf DictConfig); unknown keys raise ValueError."""
-        if d is None:
-            return cls()
-        try:
-            from omegaconf import DictConfig, OmegaConf
-
-            if isinstance(d, DictConfig):
-                d = OmegaConf.to_container(d, resolve=True)
-        except ImportError:  # pragma: no cover - omegaconf is a dependency
-            pass
-        if not isinstance(d, Mapping):
-            raise ValueError(f"trainer config must be a mapping of options, got {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown trainer option(s) {unknown}; valid options: {sorted(known)}")
-        return cls(**dict(d))
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -212,46 +85,12 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0])
 
 
-def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: torch seeds each worker, numpy/random are seeded from it
-    (recipe from the PyTorch reproducibility notes), so worker-side augmentation is reproducible."""
-    s = torch.initial_seed() % 2**32
-    np.random.seed(s)
-    random.seed(s)
-
-
 def make_dataloader(dataset, cfg: TrainerConfig, train: bool, collate_fn=None) -> DataLoader:
     """A loader with the trainer's conventions: shuffled for training, in order for evaluation,
     nothing dropped, non-persistent workers seeded by :func:`seed_worker`."""
     return DataLoader(dataset, batch_size=cfg.batch_size if train else cfg.eval_batch, shuffle=train,
                       num_workers=cfg.num_workers, collate_fn=collate_fn, drop_last=False,
                       worker_init_fn=seed_worker if cfg.num_workers > 0 else None)
-
-
-def aggregate_clips(clip_ids, logits, labels=None):
-    """Average window logits per clip. Returns ``(clip_ids, mean_logits, clip_labels)`` ordered by
-    clip id (``clip_labels`` is None when ``labels`` is). Windows of one clip must share a label."""
-    ids = np.asarray(clip_ids).reshape(-1).astype(np.int64)
-    values = np.asarray(logits, dtype=np.float64)
-    if values.ndim != 2 or len(values) != len(ids):
-        raise ValueError(f"aggregate_clips: logits must be (rows, classes) with one row per clip_id; got logits "
-                         f"shape {values.shape} for {len(ids)} clip ids")
-    uniq, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
-    sums = np.zeros((len(uniq), values.shape[1]), dtype=np.float64)
-    np.add.at(sums, inverse, values)
-    mean = (sums / counts[:, None]).astype(np.float32)
-    if labels is None:
-        return uniq, mean, None
-    labs = np.asarray(labels).reshape(-1).astype(np.int64)
-    if len(labs) != len(ids):
-        raise ValueError(f"aggregate_clips: {len(labs)} labels for {len(ids)} clip ids")
-    clip_labels = np.empty(len(uniq), dtype=np.int64)
-    clip_labels[inverse] = labs
-    mixed = np.unique(ids[clip_labels[inverse] != labs])
-    if mixed.size:
-        raise ValueError(f"aggregate_clips: windows of clip(s) {mixed[:10].tolist()} carry different labels; "
-                         "every window of a clip must have the clip's label")
-    return uniq, mean, clip_labels
 
 
 def macro_f1(references, predictions) -> float:
@@ -317,8 +156,9 @@ class Trainer:
     logging to ``output_dir/logs``, DDP with ``find_unused_parameters=True`` as the HF Trainer does).
     A caller-built Accelerator must use ``gradient_accumulation_steps=cfg.grad_accum_steps``.
     ``class_weights``: per-class weights for ``loss='weighted_ce'`` / ``focal_alpha='balanced'``.
-    ``param_groups``: torch optimizer groups (dicts with "params", optional "lr"/"weight_decay")
-    overriding ``cfg.group_learning_rates``.
+    ``param_groups``: a family's torch optimizer groups (dicts with "params", optional "lr" /
+    "weight_decay" / "name"), e.g. head and encoder; ``cfg.group_learning_rates`` prefixes still apply
+    inside them (see the learning-rate story in :mod:`ser_hf.spec`).
 
     One ``fit`` per Trainer. Only the main process writes (checkpoints, trackers), except the
     per-process RNG-state file Accelerate's ``save_state`` adds to the checkpoint; every process takes
@@ -350,7 +190,8 @@ class Trainer:
         self._freeze_params = self._select(named, self.cfg.freeze_prefixes, "freeze_prefixes")
         # L1 on weight matrices / kernels only, like a Keras kernel_regularizer (biases and norms are left alone).
         self._l1_params = [p for _, p in named if p.ndim >= 2]
-        groups = param_groups if param_groups is not None else self._param_groups(named)
+        self._all_named = list(model.named_parameters())
+        groups = self._param_groups(named, param_groups)
         optimizer = self._make_optimizer(groups)
         self.model, self.optimizer = acc.prepare(model, optimizer)
         self.scheduler = None
@@ -393,17 +234,25 @@ class Trainer:
             chosen.extend(hits)
         return chosen
 
-    def _param_groups(self, named) -> list[dict]:
-        """The default group (learning_rate) first, then one group per ``group_learning_rates`` prefix
-        (the longest matching prefix wins)."""
+    def _param_groups(self, named, base: list[dict] | None = None) -> list[dict]:
+        """Optimizer groups: ``base`` (a family's groups, e.g. head / encoder) or one default group at
+        ``learning_rate``, each split further by ``group_learning_rates`` prefixes (the longest matching
+        prefix wins), so per-prefix rates work the same for every family."""
         prefixes = sorted(self.cfg.group_learning_rates, key=len, reverse=True)
         self._select(named, prefixes, "group_learning_rates")  # typo guard: every prefix must match
-        buckets: dict[str | None, list] = {None: []}
-        for name, p in named:
-            prefix = next((pre for pre in prefixes if _matches(name, pre)), None)
-            buckets.setdefault(prefix, []).append(p)
-        groups = [{"params": buckets.pop(None), "lr": self.cfg.learning_rate, "name": "default"}]
-        groups += [{"params": ps, "lr": self.cfg.group_learning_rates[pre], "name": pre} for pre, ps in buckets.items()]
+        if base is None:
+            base = [{"params": [p for _, p in named], "lr": self.cfg.learning_rate, "name": "default"}]
+        names = {id(p): n for n, p in self._all_named}
+        groups = []
+        for group in base:
+            keep = {k: group[k] for k in ("lr", "weight_decay", "name") if k in group}
+            buckets: dict[str | None, list] = {None: []}
+            for p in group["params"]:
+                prefix = next((pre for pre in prefixes if _matches(names[id(p)], pre)), None)
+                buckets.setdefault(prefix, []).append(p)
+            groups.append({**keep, "params": buckets.pop(None)})
+            groups += [{**keep, "params": ps, "lr": self.cfg.group_learning_rates[pre], "name": pre}
+                       for pre, ps in buckets.items()]
         return [g for g in groups if g["params"]]
 
     def _make_optimizer(self, groups):

@@ -78,7 +78,7 @@ def test_embeddings_do_not_depend_on_batch_neighbours(hubert_dir, w2v_dir, tmp_p
 
 def test_pooling_without_mask_would_differ(hubert_dir):
     """The masking above is doing work: pooling over the padded frames gives another vector."""
-    enc = emb._load_encoder(str(hubert_dir), "last", "cpu", None)
+    enc = emb.load_encoder(str(hubert_dir), "last", "cpu", None)
     a = np.random.default_rng(0).standard_normal(6000).astype(np.float32)
     b = np.random.default_rng(1).standard_normal(20000).astype(np.float32)
     masked = enc([a, b], 16000, "last", "mean")[0]
@@ -94,13 +94,13 @@ def test_pooling_without_mask_would_differ(hubert_dir):
 
 def test_cache_hit_reuses_embeddings(hubert_dir, tmp_path, monkeypatch):
     calls = []
-    real = emb._load_encoder
+    real = emb.load_encoder
 
     def counting(*args):
         calls.append(args)
         return real(*args)
 
-    monkeypatch.setattr(emb, "_load_encoder", counting)
+    monkeypatch.setattr(emb, "load_encoder", counting)
     ds = _ds([8000, 9000])
     first = emb.extract_embeddings(ds, hubert_dir, layers="last", pooling="mean", cache_dir=tmp_path / "c")
     assert len(calls) == 1
@@ -117,8 +117,8 @@ def test_cache_lives_beside_an_on_disk_dataset(hubert_dir, tmp_path, monkeypatch
     _ds([8000, 9000]).save_to_disk(tmp_path / "ds")
     ds = datasets.load_from_disk(tmp_path / "ds")
     calls = []
-    real = emb._load_encoder
-    monkeypatch.setattr(emb, "_load_encoder", lambda *a: calls.append(a) or real(*a))
+    real = emb.load_encoder
+    monkeypatch.setattr(emb, "load_encoder", lambda *a: calls.append(a) or real(*a))
     emb.extract_embeddings(ds, hubert_dir)
     emb.extract_embeddings(datasets.load_from_disk(tmp_path / "ds"), hubert_dir)
     assert len(calls) == 1

@@ -63,7 +63,7 @@ def without_seconds(history):
 
 
 def test_config_rejects_unknown_and_bad_values():
-    with pytest.raises(ValueError, match="unknown trainer option.*learnin_rate"):
+    with pytest.raises(ValueError, match="unknown key 'trainer.learnin_rate'.*did you mean trainer.learning_rate"):
         TrainerConfig.from_dict({"learnin_rate": 0.1})
     with pytest.raises(ValueError, match="optimizer.*adamw"):
         TrainerConfig.from_dict({"optimizer": "sgd"})

@@ -222,7 +222,7 @@ def test_adapter_save_load_and_merge_reproduce_outputs(w2v_dir, tmp_path):
 
 def test_peft_settings_reject_unknown_keys():
     assert tf.PeftSettings.from_dict({"enabled": True, "r": 4}).r == 4
-    with pytest.raises(ValueError, match="unknown key.*rank"):
+    with pytest.raises(ValueError, match="unknown key 'peft.rank'.*did you mean peft.r"):
         tf.PeftSettings.from_dict({"rank": 4})
 
 
@@ -369,31 +369,34 @@ def test_finetune_through_trainer_lowers_the_loss(hubert_dir, tmp_path, lora):
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
-def test_run_finetune_recipe_entry_point(hubert_dir, tmp_path, lora):
+def test_transformer_family(hubert_dir, tmp_path, lora):
     """What ``ser_hf.experiment`` calls for model.family=transformer: predictions per split, a saved model
     that transformers' pipeline and ser_hf.inference load."""
-    from omegaconf import OmegaConf
-
-    from ser_hf.experiment import ExperimentData
+    from ser_hf.families import ExperimentData, get_family
     from ser_hf.inference import load_for_inference
+    from ser_hf.spec import SpecError, parse_spec
 
     ds = _separable_corpus(n_per_class=3)
     data = ExperimentData(train=ds, validation=ds.select([0, 1]), tests={"gen": ds.select([2, 3, 4, 5])},
                           label_names=["tone", "noise"])
-    cfg = OmegaConf.create({
-        "seed": 0, "resume": False, "peft": {"enabled": lora, "r": 4, "alpha": 8},
+    model_cfg = {"family": "transformer", "name_or_path": str(hubert_dir), "max_duration_s": 0.5,
+                 "eval_chunk_s": 0.3, "eval_overlap_s": 0.1, "head_learning_rate": 1e-2, "freeze_base_steps": 1,
+                 "layerdrop": 0.0}
+    cfg = {
+        "seed": 0, "resume": False, "output_dir": str(tmp_path / "run"), "peft": {"enabled": lora, "r": 4, "alpha": 8},
         "trainer": {"max_epochs": 2, "batch_size": 3, "learning_rate": 1e-3, "optimizer": "adamw",
                     "log_with": None, "progress_bar": False},
-    })
-    model_cfg = {"name_or_path": str(hubert_dir), "max_duration_s": 0.5, "eval_chunk_s": 0.3,
-                 "eval_overlap_s": 0.1, "head_learning_rate": 1e-2, "freeze_base_steps": 1, "layerdrop": 0.0}
-    outcome = tf.run_finetune(cfg, model_cfg, data, tmp_path / "run")
-    assert set(outcome.predictions) == {"validation", "test"}
-    test_ds, probs = outcome.predictions["test"]
+        "model": model_cfg,
+    }
+    family = get_family("transformer")(parse_spec(cfg))
+    fitted = family.fit(data, tmp_path / "run")
+    predictions = family.predict(family.reported_sets(data))
+    assert set(predictions) == {"validation", "test"}
+    test_ds, probs = predictions["test"]
     assert len(test_ds) == 4 and probs.shape == (4, 2)
     np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
-    assert len(outcome.history) == 2 and outcome.base_model == str(hubert_dir)
-    outcome.save(tmp_path / "model")
+    assert len(fitted.history) == 2 and family.base_model == str(hubert_dir)
+    family.save(tmp_path / "model")
     assert (tmp_path / "model" / "adapter" / "adapter_config.json").is_file() == lora
     pred = load_for_inference(tmp_path / "model")
     assert pred.kind == "transformer" and pred.label_names == ["tone", "noise"]
@@ -406,5 +409,12 @@ def test_run_finetune_recipe_entry_point(hubert_dir, tmp_path, lora):
     ref = pipe({"raw": x, "sampling_rate": 16000}, top_k=None)
     whole = pred.predict_arrays([x], 16000, chunk_s=None)[0]["scores"]
     assert {d["label"]: d["score"] for d in ref} == pytest.approx(whole, abs=1e-5)
-    with pytest.raises(ValueError, match="needs model.name_or_path"):
-        tf.run_finetune(cfg, {}, data, tmp_path / "x")
+    with pytest.raises(SpecError, match="needs model.name_or_path"):
+        parse_spec({**cfg, "model": {"family": "transformer"}})
+    # a checkpoint config key that does not exist fails when the family is built, naming the closest one
+    with pytest.raises(SpecError, match="model.layerdorp.*did you mean model.layerdrop"):
+        get_family("transformer")(parse_spec({**cfg, "model": {**model_cfg, "layerdrop": None, "layerdorp": 0.1}}))
+    # the learning-rate story: freezing the base twice is an error, not a silent overwrite
+    with pytest.raises(SpecError, match="freeze_base_steps and trainer.freeze_steps"):
+        get_family("transformer")(parse_spec({**cfg, "trainer": {**cfg["trainer"], "freeze_steps": 2,
+                                                                  "freeze_prefixes": ["hubert"]}}))

@@ -15,9 +15,12 @@ import numpy as np
 import skops.io as sio
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, GroupKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
+
+from ..metrics import softmax
 
 __all__ = ["CLASSIFIERS", "ClassicClassifier", "MODEL_FILE", "CONFIG_FILE", "MODEL_TYPE"]
 
@@ -137,8 +140,6 @@ class ClassicClassifier:
         return self
 
     def _search(self, X, y, groups) -> None:
-        from sklearn.model_selection import GridSearchCV, GroupKFold
-
         if groups is None:
             raise ValueError("ClassicClassifier.fit: a search grid needs groups= (speaker ids) for its inner folds")
         groups = np.asarray(groups)
@@ -164,9 +165,7 @@ class ClassicClassifier:
             decision = self.pipeline.decision_function(X)
             if decision.ndim == 1:  # binary: positive score means classes_[1]
                 decision = np.stack([-decision / 2, decision / 2], axis=1)
-            decision = decision - decision.max(axis=1, keepdims=True)
-            seen = np.exp(decision)
-            seen /= seen.sum(axis=1, keepdims=True)
+            seen = softmax(decision)
         scores = np.zeros((X.shape[0], self.num_labels), dtype=np.float64)
         scores[:, estimator.classes_.astype(int)] = seen
         return scores

@@ -1,0 +1,82 @@
+"""The trained-from-scratch baselines (``lstm``, ``cnn1d``, ``cnn2d``, ``cnn_lstm``, ``cnn7``): acoustic
+features cut into windows, the shared Accelerate loop, window logits averaged per clip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..augment import spec_augment
+from ..features import make_windows
+from ..losses import balanced_class_weights
+from ..metrics import softmax
+from ..models import build_baseline, count_parameters
+from ..spec import SpecAugmentConfig
+from ..training import Trainer, TrainerConfig, make_dataloader
+from .acoustic import feature_sets
+from .base import ExperimentData, Family, Fitted, Predictions
+
+__all__ = ["BaselineFamily", "window_loader"]
+
+
+def window_loader(ds, tcfg: TrainerConfig, train: bool, spec: SpecAugmentConfig | None = None):
+    """Window rows -> batches ``{input_values, labels, clip_id}``; SpecAugment on training batches only.
+
+    The masks draw from torch's global RNG, which the trainer reseeds from (seed, epoch) at every epoch,
+    so a resumed run masks exactly as an uninterrupted one.
+    """
+    ds = ds.with_format("torch", columns=["features", "label", "clip_id"])
+
+    def collate(rows):
+        x = torch.stack([r["features"] for r in rows]).float()
+        if train and spec is not None:
+            axes = {"time_axis": -1, "freq_axis": -2} if x.ndim == 4 else {"time_axis": 1, "freq_axis": 2}
+            x = spec_augment(x, spec.time_masks, spec.time_width, spec.freq_masks, spec.freq_width,
+                             generator=None, mask_value=spec.mask_value, **axes)
+        return {"input_values": x, "labels": torch.stack([r["label"] for r in rows]).long(),
+                "clip_id": torch.stack([r["clip_id"] for r in rows]).long()}
+
+    return make_dataloader(ds, tcfg, train=train, collate_fn=collate)
+
+
+class BaselineFamily(Family):
+    """A ``ser_hf.models.baselines`` network on windows of acoustic features."""
+
+    name = "baseline"
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.trainer: Trainer | None = None
+        self._windows: dict = {}
+
+    def fit(self, data: ExperimentData, out: Path) -> Fitted:
+        spec = self.spec
+        feats = feature_sets(spec, data.train, self.reported_sets(data))
+        self._windows = {name: make_windows(ds, spec.features) for name, ds in feats.items()}
+        tcfg = spec.trainer
+        input_shape = tuple(np.asarray(self._windows["train"].with_format("numpy")[0]["features"]).shape)
+        model = build_baseline(spec.family, input_shape, id2label=data.label_names, **spec.model.architecture)
+        train_loader = window_loader(self._windows["train"], tcfg, train=True, spec=spec.augment.spec_augment)
+        validation = self._windows.get("validation")
+        self.trainer = Trainer(model, tcfg, out,
+                               class_weights=balanced_class_weights(feats["train"]["label"], len(data.label_names)))
+        result = self.trainer.fit(train_loader, window_loader(validation, tcfg, train=False)
+                                  if validation is not None else None, resume=spec.resume)
+        return Fitted(result.train_seconds, history=result.history, best_epoch=result.best_epoch)
+
+    def predict(self, sets: dict) -> Predictions:
+        out = {}
+        for name, ds in sets.items():
+            clip_ids, logits, _ = self.trainer.predict(window_loader(self._windows[name], self.spec.trainer, train=False))
+            out[name] = (ds.select(clip_ids.tolist()), softmax(logits))
+        return out
+
+    def save(self, model_dir: Path) -> None:
+        self.trainer.unwrapped_model.save_pretrained(model_dir)
+        self.spec.features.save_pretrained(model_dir)
+
+    @property
+    def num_parameters(self) -> int:
+        return count_parameters(self.trainer.unwrapped_model)

@@ -1,0 +1,103 @@
+"""The classic family (a scikit-learn classifier on per-clip feature vectors) and what it shares with the
+embedding family: fitting on training (+ validation) vectors and scoring every evaluation set."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from datasets import concatenate_datasets
+
+from ..models.classic import CLASSIFIERS, ClassicClassifier
+from ..spec import ClassicModelConfig, SpecError, unknown_key_error
+from .acoustic import feature_sets
+from .base import ExperimentData, Family, Fitted, Predictions, eval_sets
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ClassicFamily", "VectorClassifier", "check_classifier", "vector_matrix"]
+
+
+def vector_matrix(ds, column: str) -> np.ndarray:
+    """A dataset's per-clip vectors as a float32 (n, D) matrix."""
+    return np.asarray(ds.with_format("numpy")[column], dtype=np.float32).reshape(len(ds), -1)
+
+
+def check_classifier(model: ClassicModelConfig) -> None:
+    """The estimator's parameters and search grid exist (a typo names the closest parameter)."""
+    valid = CLASSIFIERS[model.classifier]().get_params()
+    for key in [*model.params, *(model.search or {})]:
+        if key not in valid:
+            raise unknown_key_error("model", key, [*valid, "classifier", "search", "train_on_validation"],
+                                    what=f"{model.classifier} parameter")
+    try:
+        ClassicClassifier(model.classifier, search=model.search, **model.params)
+    except ValueError as err:
+        raise SpecError(f"model: {err}") from err
+
+
+class VectorClassifier(Family):
+    """A scikit-learn classifier on one vector per clip (column ``self.column`` of :meth:`vectors`).
+
+    ``model.train_on_validation`` (default true): a classic model selects nothing on the validation
+    speakers, so by default they join the training data; validation scores are then not reported
+    (they would be training scores). Set it false to keep them out and report them.
+    """
+
+    column = "features"
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        check_classifier(spec.model)
+        self.clf: ClassicClassifier | None = None
+        self._vectors: dict[str, Any] = {}
+
+    def vectors(self, data: ExperimentData) -> dict[str, Any]:
+        """``{"train": ..., <evaluation set>: ...}`` datasets with a vector column."""
+        raise NotImplementedError
+
+    def merges_validation(self, data: ExperimentData) -> bool:
+        return bool(self.spec.model.train_on_validation) and "validation" in eval_sets(data)
+
+    def reported_sets(self, data: ExperimentData) -> dict[str, Any]:
+        sets = eval_sets(data)
+        return {k: v for k, v in sets.items() if not (k == "validation" and self.merges_validation(data))}
+
+    def fit(self, data: ExperimentData, out: Path) -> Fitted:
+        model = self.spec.model
+        self._vectors = self.vectors(data)
+        merge = self.merges_validation(data)
+        self.clf = ClassicClassifier(model.classifier, id2label=data.label_names, search=model.search, **model.params)
+        train = concatenate_datasets([self._vectors["train"], self._vectors["validation"]]) if merge \
+            else self._vectors["train"]
+        start = time.perf_counter()
+        self.clf.fit(vector_matrix(train, self.column), np.asarray(train["label"]), groups=train["speaker_id"])
+        seconds = time.perf_counter() - start
+        if self.clf.best_params:
+            logger.info("inner speaker-grouped CV chose %s", self.clf.best_params)
+        speakers = None
+        if merge:
+            spk = data.info["speakers"]
+            speakers = {**spk, "train": sorted(spk["train"] + spk["validation"]), "validation": []}
+        return Fitted(seconds, speakers=speakers)
+
+    def predict(self, sets: dict) -> Predictions:
+        return {name: (ds, self.clf.predict_proba(vector_matrix(self._vectors[name], self.column)))
+                for name, ds in sets.items()}
+
+
+class ClassicFamily(VectorClassifier):
+    """``features.kind`` stats or fft: one acoustic feature vector per clip."""
+
+    name = "classic"
+    column = "features"
+
+    def vectors(self, data: ExperimentData) -> dict[str, Any]:
+        return feature_sets(self.spec, data.train, eval_sets(data))
+
+    def save(self, model_dir: Path) -> None:
+        self.clf.save_pretrained(model_dir)
+        self.spec.features.save_pretrained(model_dir)

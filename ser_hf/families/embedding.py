@@ -1,0 +1,41 @@
+"""The embedding family: hidden states of a pretrained speech model, pooled per clip (cached with
+datasets), then the classic family's scikit-learn classifier. ``augment:`` waveform transforms add
+augmented copies of the training clips before they are embedded, as for the acoustic families."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..embeddings import extract_embeddings, save_embedding_config
+from ..spec import SpecError
+from .acoustic import augmented_train
+from .base import ExperimentData, eval_sets
+from .classic import VectorClassifier
+
+__all__ = ["EmbeddingFamily"]
+
+
+class EmbeddingFamily(VectorClassifier):
+    name = "embedding"
+    column = "embedding"
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.encoder = spec.embeddings.name_or_path or spec.model.name_or_path
+        if not self.encoder:
+            raise SpecError("the embedding family needs embeddings.name_or_path (a Hub id or a local model folder)")
+
+    def vectors(self, data: ExperimentData) -> dict[str, Any]:
+        emb = self.spec.embeddings
+        sets = {"train": augmented_train(self.spec, data.train), **eval_sets(data)}
+        return {k: extract_embeddings(ds, self.encoder, layers=emb.layers, pooling=emb.pooling,
+                                      batch_size=emb.batch_size, cache=emb.cache) for k, ds in sets.items()}
+
+    def save(self, model_dir: Path) -> None:
+        self.clf.save_pretrained(model_dir)
+        save_embedding_config(model_dir, self.encoder, self.spec.embeddings.layers, self.spec.embeddings.pooling)
+
+    @property
+    def base_model(self) -> str:
+        return str(self.encoder)

@@ -1,0 +1,766 @@
+"""The typed run spec: every section of a composed recipe parsed and checked once, before any work.
+
+``parse_spec(cfg)`` turns the config that :func:`ser_hf.config.load_config` composed into a
+:class:`RunSpec` of one dataclass per section (``data``, ``features``, ``augment``, ``model``,
+``trainer``, ``peft``, ``embeddings``, ``hub``). A key no section knows fails here, naming the
+section, the key and the closest valid key (``trainer.max_epoch`` -> "did you mean max_epochs?"),
+and so does a section the chosen model family does not use (``trainer.max_epochs=3`` on a classic
+recipe): nothing has been read, decoded or written yet.
+
+This module is the bottom layer of the package: standard library and omegaconf only (no torch,
+numpy, datasets or transformers), so scripts validate a recipe in well under a second before they
+import the heavy modules. The stages that consume a section (``features.compute_features``, the
+Trainer, ...) take these dataclasses; defaults live here, the YAML recipes hold overrides only.
+
+One mechanism builds every section: :func:`build` (dataclass from a mapping; unknown keys are errors
+with a suggestion). Values are checked in each dataclass's ``__post_init__``.
+
+The learning-rate story, for every trainable family (baselines and transformers):
+
+- ``trainer.learning_rate``: the base rate of every parameter not named below;
+- ``trainer.group_learning_rates: {prefix: lr}``: per-parameter-prefix rates (whole dotted components);
+- ``model.head_learning_rate`` (transformer only): the rate of the task head, found generically
+  (classifier, projector, layer weights); prefixes in ``group_learning_rates`` still win inside it;
+- ``trainer.warmup_ratio`` / ``trainer.warmup_steps``: linear warm-up (scheduler cosine or linear);
+- ``trainer.freeze_steps`` + ``trainer.freeze_prefixes``: keep those parameters frozen for the first
+  optimizer steps; ``model.freeze_base_steps`` (transformer only) is the same with the encoder as the
+  prefix, and setting both is an error rather than one silently replacing the other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import math
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class SpecError(ValueError):
+    """A recipe key or value that cannot work; raised before any I/O."""
+
+
+def closest(key: str, valid) -> str | None:
+    """The valid key closest to ``key`` (difflib ratio >= 0.6, else >= 0.4: ``rnak`` -> ``r``), or None."""
+    for cutoff in (0.6, 0.4):
+        hits = difflib.get_close_matches(str(key), [str(v) for v in valid], n=1, cutoff=cutoff)
+        if hits:
+            return hits[0]
+    return None
+
+
+def unknown_key_error(section: str | None, key: str, valid, what: str = "key") -> SpecError:
+    """``unknown key 'trainer.max_epoch' ... did you mean trainer.max_epochs?`` with the valid keys
+    (``section`` None: a top-level key)."""
+    hint = closest(key, valid)
+    if section is None:
+        return SpecError(f"unknown top-level config key {key!r}" + (f"; did you mean {hint}?" if hint else "")
+                         + f" (valid keys: {', '.join(sorted(valid))})")
+    hint = f"; did you mean {section}.{hint}?" if hint else ""
+    return SpecError(f"unknown {what} '{section}.{key}' in the '{section}' section of the recipe{hint} "
+                     f"(valid keys: {', '.join(sorted(valid))})")
+
+
+def plain(d: Any) -> Any:
+    """A DictConfig/ListConfig as plain Python containers (anything else unchanged)."""
+    if isinstance(d, (DictConfig,)) or OmegaConf.is_config(d):
+        return OmegaConf.to_container(d, resolve=True)
+    return d
+
+
+def build(cls, d: Mapping | None, section: str):
+    """Dataclass ``cls`` from the mapping ``d`` (dict or DictConfig; None = all defaults). A key that is
+    not a field of ``cls`` is a :class:`SpecError` naming the section, the key and the closest field."""
+    d = plain(d)
+    if d is None:
+        d = {}
+    if not isinstance(d, Mapping):
+        raise SpecError(f"the '{section}' section must be a mapping of options, got {type(d).__name__} {d!r}")
+    known = [f.name for f in dataclasses.fields(cls)]
+    for key in d:
+        if key not in known:
+            raise unknown_key_error(section, key, known)
+    return cls(**dict(d))
+
+
+# ============================================================================================== data
+
+SPLITS = ("speaker", "loso", "kfold", "random")
+LABEL_SETS = ("corpus", "common")
+
+
+@dataclass
+class DataConfig:
+    """The ``data:`` section: which corpus, where it lives, how it is split."""
+
+    corpus: str = "emodb"
+    data_dir: str | None = None  # or $SER_HF_DATA_<CORPUS>
+    split: str = "speaker"  # speaker | loso | kfold | random
+    fold: int | None = None
+    sampling_rate: int = 16000
+    label_set: str = "corpus"  # corpus | common
+    cache_dir: str | None = None
+    num_proc: int | None = None
+    builder: dict = field(default_factory=dict)  # extra builder options, e.g. {label_source: voice}
+    synthetic: dict | None = None  # {speakers, per_class, seed}: generate the corpus instead of reading one
+    test_corpus: str | None = None  # cross-corpus: train on `corpus`, test on this one (common labels)
+    test_data_dir: str | None = None
+    extra_train: list = field(default_factory=list)  # multi-corpus: [{corpus, data_dir}, ...] added to training
+
+    def __post_init__(self):
+        if self.split not in SPLITS:
+            raise SpecError(f"data.split={self.split!r}: choose one of {list(SPLITS)}")
+        if self.label_set not in LABEL_SETS:
+            raise SpecError(f"data.label_set={self.label_set!r}: choose one of {list(LABEL_SETS)}")
+        if self.fold is not None and (not isinstance(self.fold, int) or isinstance(self.fold, bool) or self.fold < 1):
+            raise SpecError(f"data.fold={self.fold!r}: a 1-based fold number, or null")
+        if not isinstance(self.sampling_rate, int) or isinstance(self.sampling_rate, bool) or self.sampling_rate <= 0:
+            raise SpecError(f"data.sampling_rate={self.sampling_rate!r}: a positive integer (Hz)")
+        for i, extra in enumerate(self.extra_train):
+            if not isinstance(extra, Mapping) or "corpus" not in extra:
+                raise SpecError(f"data.extra_train[{i}]={extra!r}: each entry needs at least a 'corpus' key")
+
+    @classmethod
+    def from_dict(cls, d: Mapping | None) -> "DataConfig":
+        return build(cls, d, "data")
+
+
+# ========================================================================================== features
+
+FEATURE_CONFIG_NAME = "feature_config.json"
+KINDS = ("mfcc_stack", "logmel", "spectrogram", "frame_stack", "frame_crema", "fft", "stats")
+IMAGE_KINDS = ("mfcc_stack", "logmel", "spectrogram")  # (C, F, T): time is the last axis
+FRAME_KINDS = ("frame_stack", "frame_crema")  # (T, D): time is the first axis
+VECTOR_KINDS = ("fft", "stats")  # (D,): one vector per clip, no windows
+STATS = ("mean", "std", "min", "max", "median", "p5", "p25", "p75", "p95", "skew", "kurtosis",
+         "delta_mean", "delta_std")
+# Frame descriptors the stats kind can summarise; the default set is the first seven.
+STATS_DESCRIPTORS = ("mfcc", "delta_mfcc", "rms", "zcr", "centroid", "rolloff", "flatness",
+                     "logmel", "bandwidth", "contrast")
+WINDOW_PADS = ("zeros", "wrap", "edge")
+# Bump when the extraction code (ser_hf.features) changes its output, so cached features are recomputed.
+FEATURES_ALGORITHM_VERSION = "1"
+
+
+@dataclasses.dataclass
+class FeatureConfig:
+    """Everything that decides the features; saved as ``feature_config.json`` next to a trained model.
+
+    Window fields (``window_frames``, ``window_hop_frames``, ``window_pad``) only affect ``make_windows``,
+    so changing them does not recompute the cached clip features.
+    """
+
+    kind: str = "mfcc_stack"
+    sampling_rate: int = 16000
+    trim_db: float | None = None  # librosa.effects.trim top_db; None keeps silences
+    peak_normalise: bool = False  # scale so max |x| = 1
+    duration_s: float | None = None  # pad (zeros at the end) / crop (keep the start) to this length
+    n_fft: int = 2048
+    win_length: int | None = None
+    hop_length: int = 512
+    n_mels: int = 128
+    n_mfcc: int = 40
+    fmin: float = 0.0
+    fmax: float | None = None
+    top_db: float | None = 80.0  # per-clip dynamic-range floor of dB spectra (librosa's default)
+    delta_width: int = 9
+    n_chroma: int = 12
+    stats: tuple[str, ...] = ("mean", "std", "min", "max")
+    # stats kind: which frame descriptors are summarised (a subset of STATS_DESCRIPTORS, in that order)
+    stats_descriptors: tuple[str, ...] = ("mfcc", "delta_mfcc", "rms", "zcr", "centroid", "rolloff", "flatness")
+    # stats kind: add F0 statistics (librosa.yin) and the voiced fraction. Off by default: on the EmoDB copy it
+    # triples the extraction time and leaves LOSO SVM macro-F1 unchanged (benchmarks/results/features.md)
+    f0: bool = False
+    f0_min: float = 65.0
+    f0_max: float = 500.0
+    window_frames: int | None = None  # frames per window; None = one row per clip
+    window_hop_frames: int | None = None  # None = window_frames (no overlap)
+    window_pad: str = "zeros"  # how a clip shorter than one window is padded: zeros | wrap | edge
+    speaker_norm: bool = False  # compute_features ends with speaker_normalise
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stats, str):
+            self.stats = (self.stats,)
+        self.stats = tuple(self.stats)
+        if isinstance(self.stats_descriptors, str):
+            self.stats_descriptors = (self.stats_descriptors,)
+        self.stats_descriptors = tuple(self.stats_descriptors)
+        problems = []
+        if self.kind not in KINDS:
+            problems.append(f"kind={self.kind!r} is not one of {KINDS}")
+        for name in ("sampling_rate", "n_fft", "hop_length", "n_mels", "n_mfcc", "n_chroma"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value <= 0:
+                problems.append(f"{name}={value!r} must be a positive integer")
+        if not problems:
+            if self.hop_length > self.n_fft:
+                problems.append(f"hop_length={self.hop_length} must be <= n_fft={self.n_fft}")
+            if self.win_length is not None and not 0 < self.win_length <= self.n_fft:
+                problems.append(f"win_length={self.win_length} must be in 1..n_fft={self.n_fft}")
+            if self.n_mfcc > self.n_mels:
+                problems.append(f"n_mfcc={self.n_mfcc} must be <= n_mels={self.n_mels}")
+            nyquist = self.sampling_rate / 2
+            if self.fmax is not None and not self.fmin < self.fmax <= nyquist:
+                problems.append(f"fmax={self.fmax} must be in (fmin, sampling_rate/2={nyquist}]")
+            if self.kind == "stats" and self.f0:
+                if not 0 < self.f0_min < self.f0_max <= nyquist:
+                    problems.append(f"need 0 < f0_min < f0_max <= sampling_rate/2={nyquist} "
+                                    f"(got f0_min={self.f0_min}, f0_max={self.f0_max})")
+                elif self.sampling_rate / self.f0_min >= self.n_fft - 1:  # librosa.yin: one period per frame
+                    need = math.ceil(self.sampling_rate / self.f0_min) + 1
+                    problems.append(f"f0_min={self.f0_min} needs n_fft > {need} at {self.sampling_rate} Hz "
+                                    f"(got n_fft={self.n_fft}); raise either")
+        if self.delta_width < 3 or self.delta_width % 2 == 0:
+            problems.append(f"delta_width={self.delta_width} must be odd and >= 3")
+        if self.trim_db is not None and self.trim_db <= 0:
+            problems.append(f"trim_db={self.trim_db} must be > 0 (or null to keep silences)")
+        if self.top_db is not None and self.top_db <= 0:
+            problems.append(f"top_db={self.top_db} must be > 0 (or null for no floor)")
+        if self.duration_s is not None and self.duration_s <= 0:
+            problems.append(f"duration_s={self.duration_s} must be > 0 (or null to keep clip lengths)")
+        bad_stats = [s for s in self.stats if s not in STATS]
+        if bad_stats or not self.stats:
+            problems.append(f"stats={list(self.stats)} must be a non-empty subset of {STATS}")
+        bad_desc = [d for d in self.stats_descriptors if d not in STATS_DESCRIPTORS]
+        if bad_desc or not self.stats_descriptors:
+            problems.append(f"stats_descriptors={list(self.stats_descriptors)} must be a non-empty subset of "
+                            f"{STATS_DESCRIPTORS}")
+        if self.window_pad not in WINDOW_PADS:
+            problems.append(f"window_pad={self.window_pad!r} is not one of {WINDOW_PADS}")
+        if self.window_frames is not None:
+            if self.window_frames <= 0:
+                problems.append(f"window_frames={self.window_frames} must be > 0")
+            if self.kind in VECTOR_KINDS:
+                problems.append(f"kind={self.kind!r} gives one vector per clip: set window_frames to null")
+        if self.window_hop_frames is not None:
+            if self.window_frames is None:
+                problems.append("window_hop_frames needs window_frames")
+            elif not 0 < self.window_hop_frames:
+                problems.append(f"window_hop_frames={self.window_hop_frames} must be > 0")
+        if problems:
+            raise SpecError("invalid feature config: " + "; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> FeatureConfig:
+        """Build from a recipe's ``features:`` section (plain dict or OmegaConf); unknown keys are errors."""
+        return build(cls, d, "features")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists); ``from_dict(to_dict())`` round-trips."""
+        d = dataclasses.asdict(self)
+        d["stats"] = list(self.stats)
+        return d
+
+    def cache_key(self) -> str:
+        """Hash of every field that changes the per-clip features (window fields excluded)."""
+        d = self.to_dict()
+        for name in ("window_frames", "window_hop_frames", "window_pad"):
+            d.pop(name)
+        d["_algorithm_version"] = FEATURES_ALGORITHM_VERSION
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``feature_config.json`` into ``directory`` (next to a saved model)."""
+        path = Path(directory) / FEATURE_CONFIG_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        return path
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> FeatureConfig:
+        """Read ``feature_config.json`` from a model directory (or the file itself)."""
+        path = Path(directory)
+        if path.is_dir():
+            path = path / FEATURE_CONFIG_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: a model trained on ser_hf features keeps its "
+                                    f"{FEATURE_CONFIG_NAME} next to config.json")
+        return cls.from_dict(json.loads(path.read_text()))
+
+
+
+
+# =========================================================================================== augment
+
+WAVEFORM_KEYS = ("noise", "shift", "pitch_shift", "time_stretch")  # audiomentations transforms (ser_hf.augment)
+
+
+@dataclass
+class SpecAugmentConfig:
+    """``augment.spec_augment``: SpecAugment masks on training feature batches (the one set of defaults)."""
+
+    time_masks: int = 2
+    time_width: int = 20
+    freq_masks: int = 2
+    freq_width: int = 8
+    mask_value: float = 0.0
+
+    def __post_init__(self):
+        for name in ("time_masks", "time_width", "freq_masks", "freq_width"):
+            v = getattr(self, name)
+            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 0:
+                raise SpecError(f"augment.spec_augment.{name}={v!r} must be an integer >= 0")
+
+
+@dataclass
+class AugmentConfig:
+    """The ``augment:`` section. Waveform transforms (``noise``, ``shift``, ``pitch_shift``,
+    ``time_stretch``: null/absent = off, true = defaults, or a mapping of audiomentations parameters)
+    make ``copies`` augmented copies of every training clip; ``spec_augment`` masks training feature
+    batches (baseline families only). Evaluation data is never augmented."""
+
+    noise: Any = None
+    shift: Any = None
+    pitch_shift: Any = None
+    time_stretch: Any = None
+    spec_augment: Any = None
+    copies: int = 1
+
+    def __post_init__(self):
+        for name in WAVEFORM_KEYS:
+            v = getattr(self, name)
+            if not (v is None or isinstance(v, (bool, Mapping))):
+                raise SpecError(f"augment.{name}={v!r}: null, true, or a mapping of the transform's parameters")
+        if not isinstance(self.copies, int) or isinstance(self.copies, bool) or self.copies < 0:
+            raise SpecError(f"augment.copies={self.copies!r} must be an integer >= 0")
+        sa = self.spec_augment
+        if sa is not None and sa is not False:
+            self.spec_augment = build(SpecAugmentConfig, {} if sa is True else sa, "augment.spec_augment")
+        else:
+            self.spec_augment = None
+
+    @property
+    def waveform(self) -> dict:
+        """The waveform part as the mapping ``ser_hf.augment`` takes (transforms that are on, and copies)."""
+        out = {k: dict(v) if isinstance(v, Mapping) else v for k in WAVEFORM_KEYS
+               if (v := getattr(self, k)) is not None and v is not False}
+        if out:
+            out["copies"] = self.copies
+        return out
+
+    @property
+    def active(self) -> bool:
+        return bool(self.waveform) or self.spec_augment is not None
+
+    @classmethod
+    def from_dict(cls, d: Mapping | None) -> "AugmentConfig":
+        return build(cls, d, "augment")
+
+
+# =========================================================================================== trainer
+
+OPTIMIZERS = ("adam", "adamw", "rmsprop")
+SCHEDULERS = ("plateau", "cosine", "linear", "none")
+PLATEAU_MONITORS = ("val_loss", "val_macro_f1")
+MIXED_PRECISION = ("no", "bf16", "fp16")
+TRACKERS = ("tensorboard", "wandb")
+LOSSES = ("ce", "weighted_ce", "focal")
+
+
+@dataclass
+class TrainerConfig:
+    """The recipe's ``trainer:`` section. Build with :meth:`from_dict` (unknown keys are errors)."""
+
+    max_epochs: int = 30
+    batch_size: int = 32
+    eval_batch_size: int | None = None  # None: batch_size
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"  # adam | adamw | rmsprop (torch.optim; weight_decay as torch defines it)
+    weight_decay: float = 0.0
+    l1: float = 0.0  # coefficient of sum|W| over weight matrices/kernels (params with ndim >= 2)
+    scheduler: str = "none"  # plateau (per epoch) | cosine | linear (per optimizer step, with warm-up) | none
+    plateau_patience: int = 3
+    plateau_factor: float = 0.5
+    plateau_monitor: str = "val_loss"  # val_loss | val_macro_f1 (train loss when there is no validation)
+    warmup_ratio: float = 0.0  # cosine/linear only: fraction of all optimizer steps spent warming up
+    warmup_steps: int = 0  # cosine/linear only: overrides warmup_ratio when > 0
+    loss: str = "ce"  # ce | weighted_ce | focal
+    focal_alpha: Any = None  # None | float | [one weight per class] | "balanced" (uses class_weights)
+    focal_gamma: float = 2.0
+    label_smoothing: float = 0.0
+    grad_accum_steps: int = 1
+    mixed_precision: str = "no"  # no | bf16 | fp16 (Accelerate autocast)
+    early_stopping_patience: int | None = None  # epochs without a better val macro-F1; None/0: off
+    max_grad_norm: float | None = None
+    log_with: str | None = "tensorboard"  # tensorboard | wandb | None
+    num_workers: int = 0  # used by make_dataloader
+    seed: int = 0
+    # Separate learning rates: {parameter-name prefix: lr}, e.g. {"classifier": 1e-3, "projector": 1e-3}
+    # while the rest (the encoder) uses learning_rate. A prefix matches whole dotted components.
+    group_learning_rates: dict = field(default_factory=dict)
+    # Parameters under these prefixes stay frozen for the first freeze_steps optimizer steps
+    # (e.g. train the new head before touching a pre-trained encoder).
+    freeze_steps: int = 0
+    freeze_prefixes: list = field(default_factory=list)
+    progress_bar: bool = True  # tqdm on the main process
+
+    def __post_init__(self):
+        def bad(key, problem):
+            raise SpecError(f"trainer.{key}={getattr(self, key)!r}: {problem}")
+
+        def choice(key, options):
+            if getattr(self, key) not in options:
+                bad(key, f"choose one of {list(options)}")
+
+        if self.scheduler is None:
+            self.scheduler = "none"
+        if isinstance(self.log_with, str) and self.log_with.lower() in ("none", "null", ""):
+            self.log_with = None
+        if self.early_stopping_patience == 0:
+            self.early_stopping_patience = None
+        choice("optimizer", OPTIMIZERS)
+        choice("scheduler", SCHEDULERS)
+        choice("plateau_monitor", PLATEAU_MONITORS)
+        choice("loss", LOSSES)
+        choice("mixed_precision", MIXED_PRECISION)
+        if self.log_with is not None:
+            choice("log_with", TRACKERS)
+        for key in ("max_epochs", "batch_size", "grad_accum_steps"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                bad(key, "must be an integer >= 1")
+        if self.eval_batch_size is not None and (not isinstance(self.eval_batch_size, int) or self.eval_batch_size < 1):
+            bad("eval_batch_size", "must be an integer >= 1 or null (= batch_size)")
+        for key in ("learning_rate", "weight_decay", "l1", "focal_gamma", "warmup_ratio", "label_smoothing"):
+            if not isinstance(getattr(self, key), (int, float)) or getattr(self, key) < 0:
+                bad(key, "must be a number >= 0")
+        if not self.label_smoothing < 1:
+            bad("label_smoothing", "must be < 1")
+        if not self.warmup_ratio < 1:
+            bad("warmup_ratio", "must be < 1 (a fraction of all optimizer steps)")
+        if not 0 < self.plateau_factor < 1:
+            bad("plateau_factor", "must lie strictly between 0 and 1")
+        for key in ("plateau_patience", "warmup_steps", "num_workers", "freeze_steps"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 0:
+                bad(key, "must be an integer >= 0")
+        if self.early_stopping_patience is not None and (
+                not isinstance(self.early_stopping_patience, int) or self.early_stopping_patience < 0):
+            bad("early_stopping_patience", "must be an integer >= 1, or null/0 to disable early stopping")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            bad("max_grad_norm", "must be > 0 or null (no clipping)")
+        if (self.warmup_ratio > 0 or self.warmup_steps > 0) and self.scheduler not in ("cosine", "linear"):
+            bad("scheduler", "warmup_ratio/warmup_steps only apply to scheduler 'cosine' or 'linear'; "
+                             "set the scheduler or drop the warm-up")
+        if not isinstance(self.group_learning_rates, Mapping) or not all(
+                isinstance(v, (int, float)) and v >= 0 for v in self.group_learning_rates.values()):
+            bad("group_learning_rates", "must map parameter-name prefixes to learning rates >= 0")
+        self.group_learning_rates = {str(k): float(v) for k, v in self.group_learning_rates.items()}
+        if isinstance(self.freeze_prefixes, str):
+            self.freeze_prefixes = [self.freeze_prefixes]
+        self.freeze_prefixes = [str(p) for p in self.freeze_prefixes]
+        if self.freeze_steps > 0 and not self.freeze_prefixes:
+            bad("freeze_steps", "needs freeze_prefixes (which parameters to keep frozen for the first steps)")
+        if self.freeze_prefixes and self.freeze_steps == 0:
+            bad("freeze_prefixes", "has no effect with freeze_steps=0; set freeze_steps (permanent freezing "
+                                   "belongs to the model, e.g. requires_grad=False)")
+
+    @property
+    def eval_batch(self) -> int:
+        return self.eval_batch_size or self.batch_size
+
+    @classmethod
+    def from_dict(cls, d: Mapping | None) -> "TrainerConfig":
+        """Build from a mapping (plain dict or OmegaConf DictConfig); unknown keys raise ValueError."""
+        return build(cls, d, "trainer")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+
+
+# ====================================================================================== peft, embeddings, hub
+
+@dataclass
+class PeftConfig:
+    """The ``peft:`` section (transformer family): LoRA adapters, the whole head trained in full."""
+
+    enabled: bool = False
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list[str] | None = None  # None: the attention projections (see models.lora.default_lora_targets)
+
+    @classmethod
+    def from_dict(cls, d: Mapping | None) -> "PeftConfig":
+        return build(cls, d, "peft")
+
+
+EMBEDDING_LAYER_CHOICES = ("last", "mean", "weighted")
+EMBEDDING_POOLINGS = ("mean", "mean_std")
+
+
+def check_embedding_layers(layers) -> None:
+    if isinstance(layers, str):
+        if layers not in EMBEDDING_LAYER_CHOICES:
+            raise SpecError(f"layers={layers!r}: use one of {EMBEDDING_LAYER_CHOICES}, a layer index or a list of indices")
+    elif isinstance(layers, (list, tuple)):
+        if not layers or not all(isinstance(i, int) and not isinstance(i, bool) for i in layers):
+            raise SpecError(f"layers={layers!r}: a list of layers must hold layer indices (ints)")
+    elif not isinstance(layers, int) or isinstance(layers, bool):
+        raise SpecError(f"layers={layers!r}: use one of {EMBEDDING_LAYER_CHOICES}, a layer index or a list of indices")
+
+
+def check_embedding_pooling(pooling: str) -> None:
+    if pooling not in EMBEDDING_POOLINGS:
+        raise SpecError(f"pooling={pooling!r}: use one of {EMBEDDING_POOLINGS}")
+
+
+@dataclass
+class EmbeddingConfig:
+    """The ``embeddings:`` section (embedding family)."""
+
+    name_or_path: str | None = None  # Hub id or local folder of the encoder
+    layers: Any = "last"  # "last" | "mean" | "weighted" | int | list[int]
+    pooling: str = "mean"
+    batch_size: int = 8
+    cache: bool = True
+
+    def __post_init__(self):
+        check_embedding_layers(self.layers)
+        check_embedding_pooling(self.pooling)
+
+    @classmethod
+    def from_dict(cls, d: Mapping | None) -> "EmbeddingConfig":
+        return build(cls, d, "embeddings")
+
+
+@dataclass
+class HubConfig:
+    """The ``hub:`` section: push the trained model to the Hugging Face Hub at the end of a run."""
+
+    push: bool = False
+    repo_id: str | None = None
+    private: bool = False
+
+    def __post_init__(self):
+        if self.push and not self.repo_id:
+            raise SpecError("hub.push=true needs hub.repo_id=ORG/NAME")
+
+
+# ============================================================================================ models
+
+# Architecture fields of each baseline family's config (ser_hf.models.baselines.architecture_fields,
+# listed here so the spec needs no torch; tests/test_spec.py checks the two agree).
+BASELINE_MODEL_KEYS: dict[str, tuple[str, ...]] = {
+    "lstm": ("bidirectional", "dropout", "head_hidden_size", "hidden_size", "input_dim", "num_layers", "pooling"),
+    "cnn1d": ("channels", "dropout", "global_pooling", "head_hidden_size", "input_dim", "kernel_sizes", "pool_sizes"),
+    "cnn2d": ("channels", "dropout", "global_pooling", "head_hidden_size", "in_channels", "kernel_sizes", "pool_sizes"),
+    "cnn_lstm": ("bidirectional", "channels", "dropout", "head_hidden_size", "hidden_size", "input_dim",
+                 "kernel_sizes", "num_layers", "pool_sizes", "pooling"),
+    "cnn7": ("channels", "dropout", "global_pooling", "head_hidden_size", "in_channels", "kernel_sizes", "pool_sizes"),
+}
+CLASSIC_CLASSIFIERS = ("svm", "random_forest", "logistic_regression")
+
+
+@dataclass
+class BaselineModelConfig:
+    """``model:`` of a baseline family: overrides of its config's architecture fields."""
+
+    family: str
+    architecture: dict = field(default_factory=dict)
+
+
+@dataclass
+class ClassicModelConfig:
+    """``model:`` of the classic and embedding families: a scikit-learn classifier. Keys other than
+    these are the estimator's parameters (``C``, ``kernel``, ``n_estimators``, ...), checked against
+    the estimator when the family is built, still before any I/O."""
+
+    family: str = "classic"
+    classifier: str = "svm"
+    train_on_validation: bool = True  # classic models select nothing on validation speakers: train on them
+    search: dict | None = None  # {param: [values]}: chosen by macro-F1 in a speaker-grouped inner CV
+    name_or_path: str | None = None  # embedding family only: the encoder (embeddings.name_or_path wins)
+    params: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.classifier not in CLASSIC_CLASSIFIERS:
+            hint = closest(self.classifier, CLASSIC_CLASSIFIERS)
+            raise SpecError(f"model.classifier={self.classifier!r}: choose one of {list(CLASSIC_CLASSIFIERS)}"
+                            + (f" (did you mean {hint!r}?)" if hint else ""))
+        if self.name_or_path is not None and self.family != "embedding":
+            raise SpecError("model.name_or_path is not used by the classic family (it reads acoustic features)")
+
+
+@dataclass
+class TransformerModelConfig:
+    """``model:`` of the transformer family. Keys other than these set attributes of the checkpoint's
+    config (``mask_time_prob``, ``layerdrop``, ``use_weighted_layer_sum``, ...); they are checked
+    against the checkpoint's config.json when the family is built, before the corpus is read."""
+
+    family: str = "transformer"
+    name_or_path: str | None = None  # Hub id or local folder, e.g. facebook/wav2vec2-base
+    max_duration_s: float = 6.0  # random training crop per clip and epoch
+    eval_chunk_s: float | None = None  # None: whole clips; else chunks whose logits are averaged
+    eval_overlap_s: float = 1.0
+    freeze_feature_encoder: bool = True
+    gradient_checkpointing: bool = False
+    head_learning_rate: float | None = None  # None: trainer.learning_rate (see the learning-rate story above)
+    freeze_base_steps: int = 0  # optimizer steps training only the head before the encoder joins
+    local_files_only: bool | None = None
+    config_overrides: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.name_or_path:
+            raise SpecError("model.family=transformer needs model.name_or_path (a Hub id such as "
+                            "facebook/wav2vec2-base, or a local folder: model.name_or_path=/path/to/local/wav2vec2-base)")
+        if not self.max_duration_s or self.max_duration_s <= 0:
+            raise SpecError(f"model.max_duration_s={self.max_duration_s!r} must be > 0 (the training crop in seconds)")
+        if self.eval_chunk_s is not None and not 0 <= self.eval_overlap_s < self.eval_chunk_s:
+            raise SpecError(f"need 0 <= model.eval_overlap_s < model.eval_chunk_s, got {self.eval_overlap_s} "
+                            f"and {self.eval_chunk_s}")
+        if not isinstance(self.freeze_base_steps, int) or self.freeze_base_steps < 0:
+            raise SpecError(f"model.freeze_base_steps={self.freeze_base_steps!r} must be an integer >= 0")
+
+
+def _split_known(cls, d: dict, extra: str) -> dict:
+    known = {f.name for f in dataclasses.fields(cls)} - {extra}
+    return {**{k: v for k, v in d.items() if k in known}, extra: {k: v for k, v in d.items() if k not in known}}
+
+
+def _baseline_model(family: str, d: dict) -> BaselineModelConfig:
+    valid = BASELINE_MODEL_KEYS[family]
+    for key in d:
+        if key not in valid:
+            raise unknown_key_error("model", key, valid, what=f"{family} model option")
+    return BaselineModelConfig(family, d)
+
+
+def _classic_model(family: str, d: dict) -> ClassicModelConfig:
+    return ClassicModelConfig(family=family, **_split_known(ClassicModelConfig, d, "params"))
+
+
+def _transformer_model(family: str, d: dict) -> TransformerModelConfig:
+    return TransformerModelConfig(family=family, **_split_known(TransformerModelConfig, d, "config_overrides"))
+
+
+# The torch-free half of the family registry: which sections a family reads and how its ``model:``
+# section is parsed. The other half (the runners) is ser_hf.families.REGISTRY; a test keeps the two
+# in step. A new family adds one entry here and one module under ser_hf/families/.
+@dataclass(frozen=True)
+class FamilySpec:
+    sections: tuple[str, ...]  # optional sections it reads, of features / augment / trainer / peft / embeddings
+    parse_model: Any  # (family, model dict without 'family') -> model config
+    spec_augment: bool = False  # whether augment.spec_augment applies (feature batches)
+
+
+FAMILY_SPECS: dict[str, FamilySpec] = {
+    **{name: FamilySpec(("features", "augment", "trainer"), _baseline_model, spec_augment=True)
+       for name in BASELINE_MODEL_KEYS},
+    "classic": FamilySpec(("features", "augment"), _classic_model),
+    "transformer": FamilySpec(("augment", "trainer", "peft"), _transformer_model),
+    "embedding": FamilySpec(("augment", "embeddings"), _classic_model),
+}
+BASELINE_FAMILIES = tuple(BASELINE_MODEL_KEYS)
+
+
+# ========================================================================================== run spec
+
+TOP_LEVEL_KEYS = ("recipe_name", "seed", "output_dir", "resume", "data", "features", "augment", "model",
+                  "trainer", "peft", "embeddings", "hub", "description")
+OPTIONAL_SECTIONS = ("features", "augment", "trainer", "peft", "embeddings")
+SECTION_TYPES = {"features": FeatureConfig, "augment": AugmentConfig, "trainer": TrainerConfig,
+                 "peft": PeftConfig, "embeddings": EmbeddingConfig}
+
+
+@dataclass
+class RunSpec:
+    """One run, fully parsed: every section built and checked. ``raw`` is the resolved config as
+    composed (written to the run folder as config.yaml)."""
+
+    recipe_name: str | None
+    seed: int
+    output_dir: str
+    resume: bool
+    family: str
+    data: DataConfig
+    model: Any  # BaselineModelConfig | ClassicModelConfig | TransformerModelConfig
+    features: FeatureConfig | None
+    augment: AugmentConfig
+    trainer: TrainerConfig | None
+    peft: PeftConfig
+    embeddings: EmbeddingConfig | None
+    hub: HubConfig
+    description: str | None = None
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def features_section(self) -> dict | None:
+        """The recipe's ``features:`` as written (for metrics.json), None when empty."""
+        return self.raw.get("features") or None
+
+
+# Display-only keys: every family honours them (a family without a training loop has nothing to show),
+# so one override can be given to a mixed set of recipes (emodb_loso.py, compare.py).
+DISPLAY_ONLY_KEYS = {"trainer": ("progress_bar", "log_with")}
+
+
+def _set_keys(name: str, value: dict) -> list[str]:
+    """Keys of an optional section that differ from the section's defaults (display-only keys aside)."""
+    default = dataclasses.asdict(SECTION_TYPES[name]()) if name != "features" else {}
+    return sorted(k for k, v in value.items() if k not in DISPLAY_ONLY_KEYS.get(name, ())
+                  and (name == "features" or default.get(k, object()) != v))
+
+
+def parse_spec(cfg: Mapping | DictConfig) -> RunSpec:
+    """Build and check every section of a composed config (see the module docstring); no I/O."""
+    raw = plain(cfg)
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"a run config must be a mapping, got {type(raw).__name__}")
+    raw = dict(raw)
+    for key in raw:
+        if key not in TOP_LEVEL_KEYS:
+            raise unknown_key_error(None, key, TOP_LEVEL_KEYS)
+
+    def section(name) -> dict:
+        value = raw.get(name)
+        value = {} if value is None else value
+        if not isinstance(value, Mapping):
+            raise SpecError(f"the '{name}' section must be a mapping of options, got {value!r}")
+        return dict(value)
+
+    model = section("model")
+    family = model.pop("family", None)
+    if family not in FAMILY_SPECS:
+        hint = closest(str(family), FAMILY_SPECS)
+        raise SpecError(f"model.family={family!r} is not one of {sorted(FAMILY_SPECS)}"
+                        + (f" (did you mean {hint!r}?)" if hint else ""))
+    fam = FAMILY_SPECS[family]
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise SpecError(f"seed={seed!r} must be an integer")
+    data = DataConfig.from_dict(section("data"))
+    built: dict[str, Any] = {}
+    for name in OPTIONAL_SECTIONS:
+        value = section(name)
+        obj = (build(SECTION_TYPES[name], {"sampling_rate": data.sampling_rate, **value}, name) if name == "features"
+               else build(SECTION_TYPES[name], {"seed": seed, **value}, name) if name == "trainer"
+               else build(SECTION_TYPES[name], value, name))
+        used = name in fam.sections
+        if not used:
+            given = _set_keys(name, value)
+            if given:
+                raise SpecError(f"{name}.{given[0]} is set, but model.family={family} does not use the '{name}' "
+                                f"section (it reads: data, model{''.join(', ' + s for s in fam.sections)}); "
+                                f"remove {', '.join(name + '.' + k for k in given)}")
+        built[name] = obj if used or name in ("augment", "peft") else None
+    if built["augment"].spec_augment is not None and not fam.spec_augment:
+        raise SpecError(f"augment.spec_augment masks feature batches of the baseline families; "
+                        f"model.family={family} has none: remove it (waveform transforms do apply)")
+    resume = raw.get("resume", False)
+    if not isinstance(resume, bool):
+        raise SpecError(f"resume={resume!r} must be true or false")
+    return RunSpec(
+        recipe_name=raw.get("recipe_name"), seed=seed, output_dir=str(raw.get("output_dir") or ""),
+        resume=resume, family=family, data=data, model=fam.parse_model(family, model),
+        features=built["features"], augment=built["augment"], trainer=built["trainer"], peft=built["peft"],
+        embeddings=built["embeddings"], hub=build(HubConfig, section("hub"), "hub"),
+        description=raw.get("description"), raw=raw,
+    )
