@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+from matplotlib.figure import Figure
+from scipy.stats import binomtest, wilcoxon
 
 from ser_hf.config import split_compare_args
 from ser_hf.crossval import (
@@ -114,8 +116,6 @@ def paired_bootstrap(
 def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
     """McNemar's exact test on paired per-clip correctness: a two-sided binomial test of the
     discordant clips (A right/B wrong vs A wrong/B right) against 1/2."""
-    from scipy.stats import binomtest
-
     correct_a, correct_b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
     a_only = int(np.sum(correct_a & ~correct_b))
     b_only = int(np.sum(~correct_a & correct_b))
@@ -126,8 +126,6 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
 def wilcoxon_folds(f1_a: Sequence[float], f1_b: Sequence[float]) -> float | None:
     """Wilcoxon signed-rank p-value on per-fold macro-F1; None with fewer than 5 folds (too few to
     ever reach p < 0.05)."""
-    from scipy.stats import wilcoxon
-
     a, b = np.asarray(f1_a, float), np.asarray(f1_b, float)
     if a.size < MIN_FOLDS_WILCOXON:
         return None
@@ -346,8 +344,6 @@ def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict]) -> None
 
 def plot_macro_f1_bars(rows: Sequence[dict], path: str | os.PathLike) -> Path:
     """Bar per recipe of mean macro-F1 over folds, error bar = sample std (none for one fold)."""
-    from matplotlib.figure import Figure
-
     names = [r["recipe"] + (" (leaky)" if r["leaky"] else "") for r in rows]
     means = [r["macro_f1_mean"] for r in rows]
     stds = [r["macro_f1_std"] or 0.0 for r in rows]
@@ -369,8 +365,6 @@ def plot_macro_f1_bars(rows: Sequence[dict], path: str | os.PathLike) -> Path:
 def plot_per_class_f1(per_class: Mapping[str, Sequence[float]], label_names: Sequence[str],
                       path: str | os.PathLike) -> Path:
     """Heatmap recipes × classes of F1 on the pooled test clips."""
-    from matplotlib.figure import Figure
-
     names = list(per_class)
     data = np.asarray([per_class[n] for n in names], dtype=float)
     fig = Figure(figsize=(max(4.0, 0.8 * len(label_names) + 2.5), max(2.5, 0.5 * len(names) + 1.5)))

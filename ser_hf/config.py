@@ -101,12 +101,6 @@ def default_output_dir(cfg: DictConfig) -> Path:
     return Path("runs") / str(cfg.recipe_name) / re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
 
 
-def section(cfg: DictConfig, key: str) -> dict[str, Any]:
-    """A config section as a plain dict ({} when absent or null)."""
-    value = cfg.get(key)
-    return {} if value is None else OmegaConf.to_container(value, resolve=True)
-
-
 def configure_logging(level: int | str = "INFO") -> None:
     """Log ``ser_hf`` messages (warnings about skipped clips, chosen hyper-parameters) to stderr."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -39,6 +39,8 @@ Rules the rest of the project relies on:
 from __future__ import annotations
 
 import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 import math
 from collections.abc import Sequence
 from functools import lru_cache
@@ -49,6 +51,8 @@ import librosa
 import numpy as np
 import pyarrow.compute as pc
 import scipy.fft
+import scipy.stats
+from threadpoolctl import threadpool_limits
 import soundfile as sf
 
 from ser_hf.data import audio as audio_io
@@ -358,8 +362,6 @@ def _extract_batch(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
 
 def _functionals(x: np.ndarray, names: Sequence[str]) -> list[np.ndarray]:
     """Statistics over the last (time) axis of ``x``: one array of x.shape[:-1] per name."""
-    import scipy.stats
-
     percentiles = {"median": 50, "p5": 5, "p25": 25, "p75": 75, "p95": 95}
     out = []
     for name in names:
@@ -529,10 +531,6 @@ def _map_compute(audio: list[dict], cfg_dict: dict, fixed_length: int | None, fi
         # Threads over sub-batches, BLAS held to one thread each: decoding (libsndfile), soxr, the FFT and
         # the numpy/GEMM steps release the GIL, so the cores work in parallel without the start-up cost of
         # datasets' worker processes (num_proc), which is larger than a small corpus's whole computation.
-        from concurrent.futures import ThreadPoolExecutor
-
-        from threadpoolctl import threadpool_limits
-
         # 4 chunks per thread: one thread's decoding (which holds the GIL) overlaps another's FFTs.
         bounds = np.linspace(0, len(audio), min(4 * threads, len(audio)) + 1).astype(int)
         with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
@@ -545,8 +543,6 @@ def _map_compute(audio: list[dict], cfg_dict: dict, fixed_length: int | None, fi
 
 def _threads_per_process(num_proc: int | None) -> int:
     """CPU cores this process may use for feature threads: its share when ``num_proc`` processes run."""
-    import os
-
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores // max(1, num_proc or 1))
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
-from ser_hf.reporting import LEAKY_WARNING, eval_splits, is_leaky, protocol_description
+from ser_hf.reporting import LEAKY_WARNING, eval_splits, is_leaky, protocol_description, read_run
 
 logger = logging.getLogger(__name__)
 
@@ -232,8 +232,6 @@ def model_card(metrics: Mapping[str, Any], base_model: str | None = None, repo_i
 
 def card_from_run(run_dir: str | Path, **kwargs) -> ModelCard:
     """:func:`model_card` from a run folder's metrics.json (see :func:`ser_hf.reporting.read_run`)."""
-    from ser_hf.reporting import read_run
-
     return model_card(read_run(run_dir)["metrics"], **kwargs)
 
 

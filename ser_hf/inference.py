@@ -21,15 +21,30 @@ loop (see benchmarks/results/inference.md).
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.ao.quantization import quantize_dynamic
+from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+
+import ser_hf.models  # noqa: F401  registers the baseline configs/models with the Auto classes
+from ser_hf.data.audio import AUDIO_EXTENSIONS, AudioDecodeError, decode_audio, resample
+from ser_hf.embeddings import load_encoder
+from ser_hf.features import FeatureConfig, extract, window_array
+from ser_hf.metrics import aggregate_clips, softmax
+from ser_hf.models.batching import (chunk_clip, featurize, is_waveform_extractor, length_sorted_batches,
+                                    uses_attention_mask)
+from ser_hf.models.classic import ClassicClassifier
+from ser_hf.models.loading import load_feature_extractor
+from ser_hf.models.lora import load_adapter
 
 logger = logging.getLogger(__name__)
 
@@ -37,12 +52,6 @@ DEFAULT_CHUNK_S = 10.0
 DEFAULT_OVERLAP_S = 1.0
 KINDS = ("transformer", "adapter", "baseline", "classic")
 PRECISIONS = ("fp32", "bf16", "int8", "auto")
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 class Predictor:
@@ -83,15 +92,11 @@ class Predictor:
 
     @property
     def uses_attention_mask(self) -> bool:
-        from ser_hf.models.transformer import uses_attention_mask
-
         return self.feature_extractor is not None and uses_attention_mask(self.feature_extractor)
 
     @torch.inference_mode()
     def _transformer_scores(self, arrays: list[np.ndarray], batch_size: int, chunk_s: float | None,
                             overlap_s: float, allow_padding: bool | None) -> list[np.ndarray]:
-        from ser_hf.models.transformer import is_waveform_extractor, chunk_clip, featurize, length_sorted_batches
-
         chunks, owner = [], []
         for i, a in enumerate(arrays):
             pieces = chunk_clip(a, self.sampling_rate, chunk_s, overlap_s) if chunk_s else [a]
@@ -104,14 +109,9 @@ class Predictor:
         for batch in length_sorted_batches([len(c) for c in chunks], batch_size, exact_lengths=not allow_padding):
             logits[batch] = self._forward(**featurize(self.feature_extractor, [chunks[j] for j in batch],
                                                       self.sampling_rate))
-        sums = np.zeros((len(arrays), logits.shape[1]))
-        np.add.at(sums, np.asarray(owner), logits)
-        counts = np.bincount(owner, minlength=len(arrays))[:, None]
-        return list(_softmax(sums / counts))
+        return list(softmax(aggregate_clips(owner, logits)[1]))
 
     def _features(self, array: np.ndarray) -> np.ndarray:
-        from ser_hf.features import extract
-
         x = extract(array, self.sampling_rate, self.feature_config)
         if getattr(self.feature_config, "speaker_norm", False):
             # Training normalised with each speaker's statistics over many clips; a lone file has only its
@@ -126,8 +126,6 @@ class Predictor:
 
     @torch.inference_mode()
     def _baseline_scores(self, arrays: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
-        from ser_hf.features import window_array
-
         windows, owner = [], []
         for i, a in enumerate(arrays):
             w = window_array(self._features(a), self.feature_config)
@@ -141,10 +139,7 @@ class Predictor:
             for start in range(0, len(idx), batch_size):
                 batch = idx[start:start + batch_size]
                 logits[batch] = self._forward(input_values=torch.from_numpy(np.stack([windows[j] for j in batch])))
-        sums = np.zeros((len(arrays), logits.shape[1]))
-        np.add.at(sums, np.asarray(owner), logits)
-        counts = np.bincount(owner, minlength=len(arrays))[:, None]
-        return list(_softmax(sums / counts))
+        return list(softmax(aggregate_clips(owner, logits)[1]))
 
     def _classic_scores(self, arrays: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
         if self.embedding_config is not None:
@@ -154,9 +149,6 @@ class Predictor:
         return list(self.model.predict_proba(X))
 
     def _embed(self, arrays: list[np.ndarray], batch_size: int) -> np.ndarray:
-        from ser_hf.embeddings import load_encoder
-        from ser_hf.models.transformer import length_sorted_batches, uses_attention_mask
-
         cfg = self.embedding_config
         if self._encoder is None:
             self._encoder = load_encoder(cfg["name_or_path"], cfg["layers"], str(self.device), None)
@@ -190,8 +182,6 @@ class Predictor:
                        batch_size: int = 8, chunk_s: float | None = DEFAULT_CHUNK_S,
                        overlap_s: float = DEFAULT_OVERLAP_S, allow_padding: bool | None = None) -> list[dict]:
         """Records for mono arrays at ``sampling_rate`` (resampled to the model's rate when different)."""
-        from ser_hf.data.audio import resample
-
         names = list(names) if names is not None else [f"<array {i}>" for i in range(len(arrays))]
         if len(names) != len(arrays):
             raise ValueError(f"{len(names)} names for {len(arrays)} arrays")
@@ -213,8 +203,6 @@ class Predictor:
         Files are processed ``block_files`` at a time (bounded memory), length-sorted and batched inside
         a block. An undecodable file yields an ``error`` record and is skipped.
         """
-        from ser_hf.data.audio import AudioDecodeError, decode_audio
-
         paths = [os.fspath(p) for p in paths]
         records: list[dict | None] = [None] * len(paths)
         for start in range(0, len(paths), block_files):
@@ -263,10 +251,6 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     """Dynamic int8 quantisation of the Linear layers (weights int8, activations quantised on the fly),
     for CPU inference. Uses ``torch.ao.quantization.quantize_dynamic``, deprecated by torch in favour of
     torchao but still shipped; see benchmarks/results/inference.md for its speed and agreement."""
-    import warnings
-
-    from torch.ao.quantization import quantize_dynamic
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
@@ -321,8 +305,6 @@ def _load(model_dir: str | os.PathLike, *, device: str | None, local_files_only:
     found = sorted(p.name for p in model_dir.iterdir())
 
     if (model_dir / "adapter_config.json").is_file():
-        from ser_hf.models.transformer import load_adapter
-
         model, fe = load_adapter(model_dir, local_files_only=local_files_only)
         model = model.merge_and_unload()  # plain weights: no LoRA branch to run per forward
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -337,8 +319,6 @@ def _load(model_dir: str | os.PathLike, *, device: str | None, local_files_only:
     model_type = str(config.get("model_type", ""))
 
     if model_type == "ser_classic":
-        from ser_hf.models.classic import ClassicClassifier
-
         clf = ClassicClassifier.from_pretrained(model_dir)
         labels = _labels_from(config, config_path)
         if (model_dir / "embedding_config.json").is_file():
@@ -347,17 +327,12 @@ def _load(model_dir: str | os.PathLike, *, device: str | None, local_files_only:
             if not name:
                 raise ValueError(f"{model_dir / 'embedding_config.json'} names no name_or_path (the encoder)")
             emb = {"name_or_path": name, "layers": emb.get("layers", "last"), "pooling": emb.get("pooling", "mean")}
-            from ser_hf.models.transformer import load_feature_extractor
-
             fe = load_feature_extractor(name, local_files_only=local_files_only)
             return Predictor("classic", clf, labels, fe.sampling_rate, model_dir, embedding_config=emb, device=dev)
         fcfg = _feature_config(model_dir, found)
         return Predictor("classic", clf, labels, fcfg.sampling_rate, model_dir, feature_config=fcfg, device=dev)
 
     if model_type.startswith("ser_"):
-        import ser_hf.models  # noqa: F401  registers the baseline configs/models with the Auto classes
-        from transformers import AutoModelForAudioClassification
-
         fcfg = _feature_config(model_dir, found)
         model = AutoModelForAudioClassification.from_pretrained(model_dir, local_files_only=True)
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -365,8 +340,6 @@ def _load(model_dir: str | os.PathLike, *, device: str | None, local_files_only:
                          feature_config=fcfg, device=dev)
 
     if (model_dir / "preprocessor_config.json").is_file():
-        from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
-
         fe = AutoFeatureExtractor.from_pretrained(model_dir, local_files_only=True)
         model = AutoModelForAudioClassification.from_pretrained(model_dir, local_files_only=True)
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -381,8 +354,6 @@ def _load(model_dir: str | os.PathLike, *, device: str | None, local_files_only:
 
 
 def _feature_config(model_dir: Path, found: list[str]):
-    from ser_hf.features import FeatureConfig
-
     path = model_dir / "feature_config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{model_dir} has no feature_config.json (found: {found}); ser_hf baseline and "
@@ -391,14 +362,11 @@ def _feature_config(model_dir: Path, found: list[str]):
 
 
 # What soundfile (libsndfile >= 1.1) decodes from its wheel alone.
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".w64")
 
 
 def audio_paths(spec: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
     """Audio files named by ``spec``: a file, a folder (searched recursively, sorted), a glob pattern
     (``clips/*.wav``), a comma-separated list of those, or an iterable of them."""
-    import glob
-
     if isinstance(spec, (str, os.PathLike)):
         text = os.fspath(spec)
         items = [t for t in text.split(",") if t] if "," in text and not Path(text).exists() else [text]

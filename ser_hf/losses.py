@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
 from .spec import LOSSES
@@ -23,8 +24,6 @@ def balanced_class_weights(labels: Sequence[int], num_labels: int) -> torch.Tens
     Classes absent from ``labels`` get weight 1.0: no training example carries them, so their weight
     never enters the loss, and sklearn's ``compute_class_weight`` would refuse them.
     """
-    from sklearn.utils.class_weight import compute_class_weight
-
     y = np.asarray(labels, dtype=np.int64).reshape(-1)
     if y.size == 0:
         raise ValueError("balanced_class_weights: no training labels given; class weights need the training labels")

@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 logger = logging.getLogger(__name__)
 
@@ -196,9 +199,6 @@ def classification_report_text(metrics: Mapping[str, Any], history_note: str | N
 # ----------------------------------------------------------------------------------------------- plots
 
 def _new_figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)
     return fig
@@ -280,8 +280,6 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: str | Path,
     ax_f1.set_ylabel("macro-F1")
     ax_f1.set_ylim(0, 1)
     ax_f1.set_title("validation macro-F1")
-    from matplotlib.ticker import MaxNLocator
-
     for ax in (ax_loss, ax_f1):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if ax.get_legend_handles_labels()[0]:

@@ -39,7 +39,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.data_loader import get_sampler
+from accelerate.utils import ProjectConfiguration, is_tensorboard_available, is_wandb_available, set_seed
 from safetensors.torch import load_file, save_file
+from sklearn.metrics import f1_score
+from tqdm.auto import tqdm
+from transformers import get_scheduler
 from torch import nn
 from torch.utils.data import DataLoader, SequentialSampler
 
@@ -96,8 +102,6 @@ def make_dataloader(dataset, cfg: TrainerConfig, train: bool, collate_fn=None) -
 def macro_f1(references, predictions) -> float:
     """Macro-F1 over the classes present in ``references`` (same definition as
     ``ser_hf.metrics.compute_metrics``' macro_f1, so model selection and the report agree)."""
-    from sklearn.metrics import f1_score
-
     refs = np.asarray(references).reshape(-1)
     if refs.size == 0:
         raise ValueError("macro_f1: no references to score")
@@ -202,9 +206,6 @@ class Trainer:
     # ---------------------------------------------------------------------------------------- set-up
 
     def _make_accelerator(self):
-        from accelerate import Accelerator, DistributedDataParallelKwargs
-        from accelerate.utils import ProjectConfiguration, is_tensorboard_available, is_wandb_available
-
         log_with = self.cfg.log_with
         if log_with == "tensorboard" and not is_tensorboard_available():
             warnings.warn("trainer.log_with='tensorboard' but tensorboard is not installed; training without a "
@@ -268,8 +269,6 @@ class Trainer:
             mode = "max" if cfg.plateau_monitor == "val_macro_f1" and has_eval else "min"
             return torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer.optimizer, mode=mode,
                                                               factor=cfg.plateau_factor, patience=cfg.plateau_patience)
-        from transformers import get_scheduler
-
         warmup = cfg.warmup_steps or int(round(cfg.warmup_ratio * total_steps))
         # Not accelerator.prepare()d: AcceleratedScheduler steps num_processes times per step, which
         # assumes a schedule sized on the unsharded loader; ours is sized on the per-process one.
@@ -318,9 +317,6 @@ class Trainer:
         self._frozen = frozen
 
     def _seed_epoch(self, train_dl, epoch: int) -> None:
-        from accelerate.data_loader import get_sampler
-        from accelerate.utils import set_seed
-
         s = epoch_seed(self.cfg.seed, epoch)
         set_seed(s)  # python, numpy, torch (+ accelerator devices); same on every process
         sampler = get_sampler(train_dl)
@@ -336,8 +332,6 @@ class Trainer:
             dataset.set_epoch(epoch - 1)
 
     def _train_epoch(self, train_dl, epoch: int, state: dict) -> float:
-        from tqdm.auto import tqdm
-
         acc, cfg = self.accelerator, self.cfg
         self.model.train()
         acc.step = 0  # accumulation groups start afresh each epoch (matches steps_per_epoch)

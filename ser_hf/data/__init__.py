@@ -16,6 +16,7 @@ from ser_hf.data.labels import (
     common_label_index,
     labels_of,
 )
+from ser_hf.data.synthetic import generate_corpus
 
 __all__ = [
     "AudioDecodeError",
@@ -34,11 +35,3 @@ __all__ = [
     "load_corpus",
 ]
 
-
-def __getattr__(name):
-    # Lazy: the signal generator is only needed for tests and smoke runs.
-    if name == "generate_corpus":
-        from ser_hf.data.synthetic import generate_corpus
-
-        return generate_corpus
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,6 +24,10 @@ __all__ = ["AudioDecodeError", "decode_audio", "resample", "RESAMPLE_QUALITY"]
 
 # soxr's "HQ" preset: 20-bit precision, linear phase, 95% passband. Good enough for
 # 16 kHz speech models and 2-3x faster than "VHQ".
+# Every file extension the decoder reads (libsndfile's formats, mp3 included): what predict.py accepts.
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".w64")
+# The formats the corpora ship in, in order of preference when one clip exists in several (builders).
+CORPUS_AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3")
 RESAMPLE_QUALITY = "HQ"
 
 

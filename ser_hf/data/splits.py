@@ -48,6 +48,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
+from sklearn.model_selection import train_test_split
 
 from ser_hf.data.labels import check_corpus
 
@@ -201,8 +202,6 @@ def random_split(
     Leaky on purpose (a speaker's clips land on both sides): only for reproducing published numbers.
     Falls back to an unstratified shuffle, with a warning, when a class is too small to stratify.
     """
-    from sklearn.model_selection import train_test_split
-
     y = np.asarray(labels)
     if y.ndim != 1 or len(y) == 0:
         raise ValueError(f"random_split: labels must be a non-empty 1-D sequence, got shape {y.shape}")

@@ -57,6 +57,7 @@ from ser_hf.data.labels import (
     EMODB_CODES,
     RAVDESS_CODES,
     check_corpus,
+    labels_of,
 )
 from ser_hf.data.splits import CREMA_D_AUDB, EMODB_GENDERS
 
@@ -517,8 +518,6 @@ def _generate(corpus: str, out_dir: str | Path, speakers: int, per_class: int, s
 
 def summarize(corpus: str, out: Path, clips: list[Clip]) -> str:
     """Counts per speaker and label of the clips written, as a small table."""
-    from ser_hf.data.labels import labels_of
-
     counts = Counter((c.speaker, c.label) for c in clips)
     labels = labels_of(corpus)
     speakers = sorted({c.speaker for c in clips})

@@ -26,11 +26,11 @@ import soundfile as sf
 from datasets.builder import Key
 
 from ser_hf.data import labels
+from ser_hf.data.audio import CORPUS_AUDIO_EXTENSIONS
 from ser_hf.data.labels import COMMON_LABELS, common_label_index
 
 logger = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3")  # preference order when one clip exists in several formats
 REPORT_FILENAME = "ser_hf_scan.json"  # written next to dataset_info.json: skipped/excluded survive a cache hit
 NAN = math.nan
 
@@ -105,7 +105,7 @@ def list_audio(folder: Path) -> list[Path]:
     """Audio files directly inside ``folder`` (not recursive), sorted; [] when it is not a folder."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in CORPUS_AUDIO_EXTENSIONS and p.is_file())
 
 
 def files_fingerprint(root: Path, files: list[Path]) -> str:
@@ -130,7 +130,7 @@ def describe_dir(root: Path, limit: int = 8) -> str:
         if depth >= 4:
             dirnames.clear()
         for name in sorted(filenames):
-            if Path(name).suffix.lower() in AUDIO_EXTENSIONS:
+            if Path(name).suffix.lower() in CORPUS_AUDIO_EXTENSIONS:
                 deeper.append(Path(dirpath, name).relative_to(root).as_posix())
         if len(deeper) >= 1000:
             break
@@ -171,7 +171,7 @@ class CorpusBuilder(datasets.GeneratorBasedBuilder):
         files = self.find_audio(root)
         if not files:
             raise FileNotFoundError(
-                f"{self.CORPUS}: found 0 audio files ({'/'.join(AUDIO_EXTENSIONS)}) where the layout puts them; "
+                f"{self.CORPUS}: found 0 audio files ({'/'.join(CORPUS_AUDIO_EXTENSIONS)}) where the layout puts them; "
                 f"expected {self.LAYOUT}. Instead, {describe_dir(root)}"
             )
         kwargs.setdefault("fingerprint", files_fingerprint(root, files + self.metadata_files(root)))
@@ -252,7 +252,7 @@ class CorpusBuilder(datasets.GeneratorBasedBuilder):
             logger.warning("%s: skipping %s: %s", self.CORPUS, rel, reason)
             skipped.append({"file": rel, "reason": reason})
 
-        order = {ext: i for i, ext in enumerate(AUDIO_EXTENSIONS)}
+        order = {ext: i for i, ext in enumerate(CORPUS_AUDIO_EXTENSIONS)}
         files = sorted(self.find_audio(root), key=lambda p: (p.stem, order[p.suffix.lower()], str(p)))
         for path in files:
             rel = path.relative_to(root).as_posix()
