@@ -1,5 +1,8 @@
 """Cross-validation over folds: a resumable fold loop and a summary of finished fold runs.
 
+(Over 500 lines: the fold loop and the fold summary share the run-folder contract below; the run-folder
+reader itself moves to ser_hf/runfolder.py with issue 12, which shortens this module.)
+
 Everything here reads finished run folders (the "run folder contract": ``metrics.json`` +
 ``predictions.csv``), so a summary can be rebuilt at any time without re-training, and a crashed
 cross-validation resumes at the first fold without a complete run folder.
@@ -25,6 +28,7 @@ import numpy as np
 from ser_hf.config import load_config, load_spec
 from ser_hf.data.splits import num_folds
 from ser_hf.experiment import load_data
+from ser_hf.families import get_family
 from ser_hf.experiment import run as run_experiment
 from ser_hf.metrics import compute_metrics
 from ser_hf.reporting import (
@@ -506,7 +510,8 @@ def plan_folds(overrides: Sequence[str], out_dir: str | os.PathLike | None = Non
         # The folds' common root: each fold gets its own folder below it.
         out_dir = out_dir or o.split("=", 1)[1]
         overrides.remove(o)
-    spec = load_spec(overrides)  # every section checked before the corpus is read
+    spec = load_spec(overrides)  # every section checked before the corpus is read,
+    get_family(spec.family)(spec)  # and what only the family can check (estimator parameters, ...)
     data = spec.data
     split = data.split if data.split in FOLD_SPLITS else default_fold_split(data.corpus)
     out = Path(out_dir) if out_dir else Path("runs") / str(spec.recipe_name) / \

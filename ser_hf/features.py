@@ -1,5 +1,8 @@
 """Acoustic features for the baseline and classic models, computed once and cached with ``datasets``.
 
+(Over 500 lines: the extractors share one spectrum cache (_Spectra) and the caching map; FeatureConfig
+lives in ser_hf.spec.)
+
 Pipeline per clip (``preprocess`` then one extractor per ``FeatureConfig.kind``)::
 
     mono -> resample (soxr HQ, as load_corpus) -> trim (top_db) -> peak normalise -> pad/crop -> features

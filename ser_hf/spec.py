@@ -15,6 +15,9 @@ Trainer, ...) take these dataclasses; defaults live here, the YAML recipes hold 
 One mechanism builds every section: :func:`build` (dataclass from a mapping; unknown keys are errors
 with a suggestion). Values are checked in each dataclass's ``__post_init__``.
 
+(Over 500 lines on purpose: every section's dataclass and check in one torch-free module, the one place
+to read what a recipe may say.)
+
 The learning-rate story, for every trainable family (baselines and transformers):
 
 - ``trainer.learning_rate``: the base rate of every parameter not named below;

@@ -1,5 +1,8 @@
 """The one Accelerate training loop every neural model family uses.
 
+(Over 500 lines: one class, the Trainer, whose fit / evaluate / checkpoint / resume parts share its state;
+its configuration lives in ser_hf.spec and clip averaging in ser_hf.metrics.)
+
 The loop knows nothing about features: it takes torch ``DataLoader``\\ s whose batches are dicts
 
 - ``input_values`` (+ optional ``attention_mask`` or any other tensor the model's ``forward`` takes),

@@ -1,5 +1,8 @@
 """Trained-from-scratch SER baselines as ``transformers`` models.
 
+(Over 500 lines: five config + model pairs that share one encoder/head/pooling scaffold; each pair is
+short, and the shared parts would otherwise be private names imported across modules.)
+
 Each family (LSTM, CNN1D, CNN2D, CNN+LSTM, CNN7) is a ``PreTrainedConfig`` + ``PreTrainedModel`` pair so the
 same ``save_pretrained`` / ``AutoModelForAudioClassification.from_pretrained`` / safetensors / ``id2label``
 machinery serves baselines and fine-tuned transformers alike; the training loop and inference code never
