@@ -27,9 +27,8 @@ import numpy as np
 
 from ser_hf.config import load_config, load_spec
 from ser_hf.data.splits import num_folds
-from ser_hf.experiment import load_data
+from ser_hf import experiment
 from ser_hf.families import get_family
-from ser_hf.experiment import run as run_experiment
 from ser_hf.metrics import compute_metrics
 from ser_hf.reporting import (
     METRICS_FILE,
@@ -516,7 +515,7 @@ def plan_folds(overrides: Sequence[str], out_dir: str | os.PathLike | None = Non
     split = data.split if data.split in FOLD_SPLITS else default_fold_split(data.corpus)
     out = Path(out_dir) if out_dir else Path("runs") / str(spec.recipe_name) / \
         f"crossval-{data.corpus}-{split}-seed{spec.seed}"
-    probe = load_data(dataclasses.replace(data, split="speaker", fold=None), spec.seed)
+    probe = experiment.load_data(dataclasses.replace(data, split="speaker", fold=None), spec.seed)
     speakers = sorted({s for v in probe.info["speakers"].values() for s in v})
     folds = list(range(1, num_folds(data.corpus, split, speakers) + 1))
     return FoldPlan(str(spec.recipe_name), out, split, folds, overrides)
@@ -543,7 +542,7 @@ def crossval_recipe(overrides: Sequence[str], out_dir: str | os.PathLike | None 
     logger.info("cross-validating %s: %s with %d folds -> %s", plan.recipe, plan.split, len(plan.folds), plan.out)
     if jobs > 1:
         run_parallel(plan.tasks(), jobs)
-    dirs = run_folds(lambda k: run_experiment(load_config([*plan.fold_overrides(k), f"output_dir={plan.fold_dir(k)}"])),
+    dirs = run_folds(lambda k: experiment.run(load_config([*plan.fold_overrides(k), f"output_dir={plan.fold_dir(k)}"])),
                      plan.folds, plan.fold_dir)
     summarize_folds(dirs, plan.out)
     return plan.out

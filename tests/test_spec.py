@@ -105,7 +105,6 @@ def test_waveform_keys_match_the_augment_module():
 @pytest.fixture
 def no_io(monkeypatch):
     """Any corpus load, corpus generation or builder call fails the test."""
-    import ser_hf.crossval
     import ser_hf.data
     import ser_hf.data.corpus
     import ser_hf.experiment
@@ -117,7 +116,6 @@ def no_io(monkeypatch):
         monkeypatch.setattr(module, "load_corpus", boom)
     monkeypatch.setattr(ser_hf.experiment, "generate_corpus", boom)
     monkeypatch.setattr(ser_hf.experiment, "load_data", boom)
-    monkeypatch.setattr(ser_hf.crossval, "load_data", boom)
     monkeypatch.setattr(ser_hf.data.corpus, "load_builder", boom, raising=False)
 
 
