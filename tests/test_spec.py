@@ -219,3 +219,33 @@ def test_waveform_augmentation_reaches_the_embedding_family(hubert_dir, tmp_path
     noisy = np.asarray(train["embedding"])[np.asarray(train["augmented"])]
     assert not np.allclose(clean, noisy)  # the copies really are different audio
     assert len(family.predict({"test": data.tests["x"]})["test"][1]) == 2  # evaluation sets are not augmented
+
+
+def test_waveform_augmentation_reaches_the_transformer_family(hubert_dir, tmp_path, monkeypatch):
+    """augment: on the transformer family trains on the clips plus their augmented copies; evaluation
+    loaders get the plain sets."""
+    import datasets
+
+    import ser_hf.families.transformer as tfam
+    from ser_hf.families import ExperimentData, get_family
+
+    rng = np.random.default_rng(0)
+    rows = [{"audio": {"array": (0.3 * rng.standard_normal(4000)).astype(np.float32), "sampling_rate": 16000},
+             "label": i % 2, "file": f"c{i}", "speaker_id": f"s{i % 3}"} for i in range(6)]
+    ds = datasets.Dataset.from_list(rows)
+    data = ExperimentData(train=ds, validation=ds.select([0, 1]), tests={"x": ds.select([2, 3])},
+                          label_names=["a", "b"])
+    loaders = []
+    real = tfam.make_audio_loader
+    monkeypatch.setattr(tfam, "make_audio_loader",
+                        lambda d, fe, train, **k: loaders.append((train, len(d), d.column_names)) or real(d, fe, train=train, **k))
+    spec = parse_spec({"seed": 0, "output_dir": str(tmp_path / "run"),
+                       "model": {"family": "transformer", "name_or_path": str(hubert_dir), "max_duration_s": 0.25},
+                       "trainer": {"max_epochs": 1, "batch_size": 4, "log_with": None, "progress_bar": False},
+                       "augment": {"noise": {"p": 1.0}, "shift": True, "copies": 2}})
+    family = get_family("transformer")(spec)
+    family.fit(data, tmp_path / "run")
+    family.predict(family.reported_sets(data))
+    train = [(n, cols) for t, n, cols in loaders if t]
+    assert train == [(18, train[0][1])] and "augmented" in train[0][1]  # 6 clips + 2 copies each
+    assert sorted(n for t, n, _ in loaders if not t) == [2, 2, 2]  # validation (fit), validation + test (predict)
