@@ -333,6 +333,9 @@ class AugmentConfig:
                 raise SpecError(f"augment.{name}={v!r}: null, true, or a mapping of the transform's parameters")
         if not isinstance(self.copies, int) or isinstance(self.copies, bool) or self.copies < 0:
             raise SpecError(f"augment.copies={self.copies!r} must be an integer >= 0")
+        if self.copies != 1 and not any(getattr(self, k) not in (None, False) for k in WAVEFORM_KEYS):
+            raise SpecError(f"augment.copies={self.copies} has no effect without a waveform transform "
+                            f"({', '.join('augment.' + k for k in WAVEFORM_KEYS)})")
         sa = self.spec_augment
         if sa is not None and sa is not False:
             self.spec_augment = build(SpecAugmentConfig, {} if sa is True else sa, "augment.spec_augment")

@@ -44,6 +44,7 @@ def test_every_recipe_parses(recipe):
     ("demo", "model.family=cnn2", r"model.family='cnn2'.*did you mean 'cnn2d'"),
     ("demo", "trainer.optimizer=sgd", r"trainer.optimizer='sgd'"),
     ("demo", "hub.push=true", r"hub.push=true needs hub.repo_id"),
+    ("demo", "augment.copies=3", r"augment.copies=3 has no effect without a waveform transform"),
 ])
 def test_bad_keys_fail_with_the_closest_valid_key(recipe, override, message):
     with pytest.raises(SpecError, match=message):
