@@ -32,7 +32,7 @@ from .families import ExperimentData, Family, Fitted, Predictions, get_family
 from .hub import model_card, push_to_hub
 from .metrics import compute_metrics
 from .reporting import write_json, write_predictions, write_report
-from .spec import DataConfig, RunSpec, parse_spec
+from .spec import DataConfig, RunSpec, SpecError, parse_spec
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +148,8 @@ def run(cfg: DictConfig | RunSpec) -> Path:
     in a second with nothing on disk.
     """
     spec = cfg if isinstance(cfg, RunSpec) else parse_spec(cfg)
+    if not spec.output_dir:
+        raise SpecError("output_dir is not set: pass output_dir=DIR (load_config sets runs/<recipe>/... by default)")
     family = get_family(spec.family)(spec)
     out = Path(spec.output_dir)
     state = process_state()
