@@ -562,7 +562,21 @@ BASELINE_MODEL_KEYS: dict[str, tuple[str, ...]] = {
                  "kernel_sizes", "num_layers", "pool_sizes", "pooling"),
     "cnn7": ("channels", "dropout", "global_pooling", "head_hidden_size", "in_channels", "kernel_sizes", "pool_sizes"),
 }
-CLASSIC_CLASSIFIERS = ("svm", "random_forest", "logistic_regression")
+# Parameters of each classic classifier's scikit-learn estimator (SVC, RandomForestClassifier,
+# LogisticRegression ``get_params()``), listed so the spec checks them without importing scikit-learn;
+# tests/test_spec.py checks them against the installed scikit-learn.
+CLASSIC_PARAMS: dict[str, tuple[str, ...]] = {
+    "svm": ("C", "break_ties", "cache_size", "class_weight", "coef0", "decision_function_shape", "degree", "gamma",
+            "kernel", "max_iter", "probability", "random_state", "shrinking", "tol", "verbose"),
+    "random_forest": ("bootstrap", "ccp_alpha", "class_weight", "criterion", "max_depth", "max_features",
+                      "max_leaf_nodes", "max_samples", "min_impurity_decrease", "min_samples_leaf",
+                      "min_samples_split", "min_weight_fraction_leaf", "monotonic_cst", "n_estimators", "n_jobs",
+                      "oob_score", "random_state", "verbose", "warm_start"),
+    "logistic_regression": ("C", "class_weight", "dual", "fit_intercept", "intercept_scaling", "l1_ratio",
+                            "max_iter", "n_jobs", "penalty", "random_state", "solver", "tol", "verbose",
+                            "warm_start"),
+}
+CLASSIC_CLASSIFIERS = tuple(CLASSIC_PARAMS)
 
 
 @dataclass
@@ -593,6 +607,18 @@ class ClassicModelConfig:
                             + (f" (did you mean {hint!r}?)" if hint else ""))
         if self.name_or_path is not None and self.family != "embedding":
             raise SpecError("model.name_or_path is not used by the classic family (it reads acoustic features)")
+        valid = CLASSIC_PARAMS[self.classifier]
+        own = [f.name for f in dataclasses.fields(self) if f.name not in ("family", "params")]
+        for key in self.params:
+            if key not in valid:
+                raise unknown_key_error("model", key, [*valid, *own], what=f"{self.classifier} parameter")
+        if self.search is not None and not isinstance(self.search, Mapping):
+            raise SpecError(f"model.search={self.search!r}: a mapping {{parameter: [values]}}")
+        for key, values in (self.search or {}).items():
+            if key not in valid:
+                raise unknown_key_error("model.search", key, valid, what=f"{self.classifier} parameter")
+            if not isinstance(values, (list, tuple)) or not values:
+                raise SpecError(f"model.search.{key}={values!r}: a non-empty list of values to try")
 
 
 @dataclass
