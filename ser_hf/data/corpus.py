@@ -20,8 +20,7 @@ import numpy as np
 
 from ser_hf.data import audio as audio_io
 from ser_hf.data import splits as splits_mod
-from ser_hf.data.builders import BUILDERS
-from ser_hf.data.builders._common import code_hash
+from ser_hf.data.builders import BUILDERS, code_hash
 from ser_hf.data.labels import COMMON_LABELS, check_corpus, labels_of
 
 logger = logging.getLogger(__name__)
