@@ -225,6 +225,62 @@ def _aligned(runs: Sequence[RunResult], keys: Sequence[tuple]) -> tuple[np.ndarr
     return refs[idx], preds[idx]
 
 
+def recipe_row(name: str, runs: Sequence[RunResult], summary: dict, reference: RunResult) -> dict:
+    """One recipe's line of comparison.csv: what it is, how long it trained, its mean ± std per headline metric
+    (corpus and split as in ``reference``, the first run of the first recipe)."""
+    seconds = [r.metrics.get("train_seconds") for r in runs]
+    seconds = [float(s) for s in seconds if s is not None]
+    params = {r.metrics.get("num_parameters") for r in runs}
+    row = {
+        "recipe": name,
+        "model_family": runs[0].metrics.get("model_family", ""),
+        "features": _features_text(runs[0].metrics.get("features")),
+        "num_parameters": params.pop() if len(params) == 1 else max(p for p in params if p is not None),
+        "train_seconds_total": sum(seconds) if seconds else None,
+        "train_seconds_mean": float(np.mean(seconds)) if seconds else None,
+        "pooled_macro_f1": summary["pooled"]["macro_f1"],
+        "n_folds": len(runs),
+        "folds": " ".join("" if r.fold is None else str(r.fold) for r in runs).strip(),
+        "n_test_clips": summary["pooled"]["n_clips"],
+        "corpus": reference.corpus,
+        "split": reference.split,
+        "leaky": runs[0].leaky,
+    }
+    for key in HEADLINE:
+        row[f"{key}_mean"], row[f"{key}_std"] = summary["mean"][key], summary["std"][key]
+    return row
+
+
+def pair_tests(names: Sequence[str], rows: Sequence[dict], aligned: dict, fold_f1: dict, num_labels: int, *,
+               n_resamples: int, seed: int, alpha: float) -> list[dict]:
+    """Paired bootstrap, McNemar and Wilcoxon for every pair of recipes, Holm-adjusted over the pairs."""
+    n_pairs = len(names) * (len(names) - 1) // 2
+    # A bootstrap of B resamples cannot give p below 2/(B+1), and Holm multiplies the smallest p by the number
+    # of pairs: with many recipes, 2000 resamples could never show any difference as significant. Raise B
+    # so that the floor, after Holm, sits at alpha/2.
+    n_resamples = max(n_resamples, math.ceil(4 * n_pairs / alpha))
+    pairs = []
+    for a, b in combinations(names, 2):
+        refs, preds_a = aligned[a]
+        _, preds_b = aligned[b]
+        boot = paired_bootstrap(refs, preds_a, preds_b, num_labels, n_resamples=n_resamples, seed=seed)
+        mc = mcnemar_exact(preds_a == refs, preds_b == refs)
+        row_a, row_b = rows[names.index(a)], rows[names.index(b)]
+        pairs.append({
+            "recipe_a": a, "recipe_b": b, "n_clips": int(refs.size), "n_folds": len(fold_f1[a]),
+            "macro_f1_a": row_a["pooled_macro_f1"], "macro_f1_b": row_b["pooled_macro_f1"],
+            "delta_macro_f1": boot["delta"], "ci_low": boot["ci_low"], "ci_high": boot["ci_high"],
+            "bootstrap_p": boot["p"], "n_resamples": n_resamples,
+            "a_right_b_wrong": mc["a_right_b_wrong"], "a_wrong_b_right": mc["a_wrong_b_right"],
+            "mcnemar_p": mc["p"], "wilcoxon_p": wilcoxon_folds(fold_f1[a], fold_f1[b]),
+        })
+    for pair, adjusted in zip(pairs, holm([p["bootstrap_p"] for p in pairs])):
+        pair["bootstrap_p_holm"] = adjusted
+        # Family-wise: with several pairs a difference is called significant on the Holm-adjusted p.
+        pair["significant"] = adjusted < alpha
+    return pairs
+
+
 def compare(
     groups: Mapping[str, Sequence[str | os.PathLike]],
     out_dir: str | os.PathLike,
@@ -264,52 +320,9 @@ def compare(
         aligned[name] = _aligned(runs, keys)
         fold_f1[name] = [f["macro_f1"] for f in summary["folds"]]
         per_class[name] = summary["pooled"]["per_class_f1"]
-        seconds = [r.metrics.get("train_seconds") for r in runs]
-        seconds = [float(s) for s in seconds if s is not None]
-        params = {r.metrics.get("num_parameters") for r in runs}
-        row = {
-            "recipe": name,
-            "model_family": runs[0].metrics.get("model_family", ""),
-            "features": _features_text(runs[0].metrics.get("features")),
-            "num_parameters": params.pop() if len(params) == 1 else max(p for p in params if p is not None),
-            "train_seconds_total": sum(seconds) if seconds else None,
-            "train_seconds_mean": float(np.mean(seconds)) if seconds else None,
-            "pooled_macro_f1": summary["pooled"]["macro_f1"],
-            "n_folds": len(runs),
-            "folds": " ".join("" if r.fold is None else str(r.fold) for r in runs).strip(),
-            "n_test_clips": summary["pooled"]["n_clips"],
-            "corpus": first.corpus,
-            "split": first.split,
-            "leaky": runs[0].leaky,
-        }
-        for key in HEADLINE:
-            row[f"{key}_mean"], row[f"{key}_std"] = summary["mean"][key], summary["std"][key]
-        rows.append(row)
+        rows.append(recipe_row(name, runs, summary, first))
 
-    n_pairs = len(names) * (len(names) - 1) // 2
-    # A bootstrap of B resamples cannot give p below 2/(B+1), and Holm multiplies the smallest p by the number
-    # of pairs: with many recipes, 2000 resamples could never show any difference as significant. Raise B
-    # so that the floor, after Holm, sits at alpha/2.
-    n_resamples = max(n_resamples, math.ceil(4 * n_pairs / alpha))
-    pairs = []
-    for a, b in combinations(names, 2):
-        refs, preds_a = aligned[a]
-        _, preds_b = aligned[b]
-        boot = paired_bootstrap(refs, preds_a, preds_b, num_labels, n_resamples=n_resamples, seed=seed)
-        mc = mcnemar_exact(preds_a == refs, preds_b == refs)
-        row_a, row_b = rows[names.index(a)], rows[names.index(b)]
-        pairs.append({
-            "recipe_a": a, "recipe_b": b, "n_clips": int(refs.size), "n_folds": len(folds),
-            "macro_f1_a": row_a["pooled_macro_f1"], "macro_f1_b": row_b["pooled_macro_f1"],
-            "delta_macro_f1": boot["delta"], "ci_low": boot["ci_low"], "ci_high": boot["ci_high"],
-            "bootstrap_p": boot["p"], "n_resamples": n_resamples,
-            "a_right_b_wrong": mc["a_right_b_wrong"], "a_wrong_b_right": mc["a_wrong_b_right"],
-            "mcnemar_p": mc["p"], "wilcoxon_p": wilcoxon_folds(fold_f1[a], fold_f1[b]),
-        })
-    for pair, adjusted in zip(pairs, holm([p["bootstrap_p"] for p in pairs])):
-        pair["bootstrap_p_holm"] = adjusted
-        # Family-wise: with several pairs a difference is called significant on the Holm-adjusted p.
-        pair["significant"] = adjusted < alpha
+    pairs = pair_tests(names, rows, aligned, fold_f1, num_labels, n_resamples=n_resamples, seed=seed, alpha=alpha)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
