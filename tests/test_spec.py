@@ -45,6 +45,7 @@ def test_every_recipe_parses(recipe):
     ("demo", "trainer.optimizer=sgd", r"trainer.optimizer='sgd'"),
     ("demo", "hub.push=true", r"hub.push=true needs hub.repo_id"),
     ("demo", "augment.copies=3", r"augment.copies=3 has no effect without a waveform transform"),
+    ("svm_stats_emodb", "model.classifier=no_such_classifier", r"model.classifier='no_such_classifier': choose"),
     ("svm_stats_emodb", "model.kernal=linear", r"svm parameter 'model.kernal'.*did you mean model.kernel\?"),
     ("rf_stats_emodb", "model.n_estimator=10", r"random_forest parameter 'model.n_estimator'.*n_estimators\?"),
 ])
