@@ -46,19 +46,22 @@ def _train(tmp_path_factory, name: str, overrides: list[str]) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained_demo(tmp_path_factory):
-    """The README's demo (2-D CNN on log-mel) trained for 2 epochs."""
-    return _train(tmp_path_factory, "demo", ["recipe=demo", "trainer.max_epochs=2"])
+def trained_demo(tmp_path_factory, shared_data):
+    """The README's demo model (2-D CNN on log-mel) trained for 6 epochs (~20 s) on the real EmoDB copy (speaker split),
+    so that its predictions on EmoDB clips are varied and confident."""
+    return _train(tmp_path_factory, "demo", ["recipe=demo", "data.synthetic=null",
+                                            f"data.data_dir={shared_data / 'emodb'}", "trainer.max_epochs=6"])
 
 
 @pytest.fixture(scope="session")
-def trained_tiny_transformer(tmp_path_factory):
-    """A tiny wav2vec2 classifier fine-tuned for 2 epochs on a generated EmoDB-layout corpus."""
+def trained_tiny_transformer(tmp_path_factory, shared_data):
+    """A tiny wav2vec2 classifier fine-tuned for 3 epochs on the real EmoDB copy (speaker split)."""
     base = tiny_wav2vec2(tmp_path_factory.mktemp("tiny_w2v") / "base")
     return _train(tmp_path_factory, "w2v", [
-        "recipe=wav2vec2_emodb", f"model.name_or_path={base}", "data.synthetic={speakers:6,per_class:3,seed:0}",
-        "trainer.max_epochs=2", "trainer.batch_size=8", "trainer.grad_accum_steps=1",
-        "trainer.learning_rate=0.001"])
+        "recipe=wav2vec2_emodb", f"model.name_or_path={base}", f"data.data_dir={shared_data / 'emodb'}",
+        "model.freeze_feature_encoder=false", "model.head_learning_rate=0.01", "trainer.max_epochs=3",
+        "trainer.batch_size=8", "trainer.grad_accum_steps=1", "trainer.learning_rate=0.003",
+        "trainer.warmup_ratio=0.0"])
 
 
 @pytest.fixture(scope="session")
@@ -74,6 +77,7 @@ def _probs(records) -> np.ndarray:
     return np.array([[r["scores"][k] for k in sorted(r["scores"])] for r in records])
 
 
+@pytest.mark.slow  # trains two models (~1-2 min on 2 cores)
 @pytest.mark.parametrize("model_fixture", ["trained_demo", "trained_tiny_transformer"])
 def test_onnx_parity_on_emodb_clips(model_fixture, request, emodb_clips, tmp_path):
     model_dir = request.getfixturevalue(model_fixture)
@@ -85,7 +89,7 @@ def test_onnx_parity_on_emodb_clips(model_fixture, request, emodb_clips, tmp_pat
     p_ref, p_fp32, p_int8 = _probs(ref), _probs(fp32), _probs(int8)
     # trained: the model is not indifferent between classes (otherwise top-1 agreement is meaningless)
     margins = np.sort(p_ref, axis=1)[:, -1] - np.sort(p_ref, axis=1)[:, -2]
-    assert np.median(margins) > 0.05, f"model barely trained: median top-1 margin {np.median(margins):.3f}"
+    assert np.mean(margins > 0.1) >= 0.2, f"model barely trained: top-1 margins {np.percentile(margins, [50, 90])}"
     assert len({r["label"] for r in ref}) >= 2
     assert np.abs(p_fp32 - p_ref).max() < 1e-4
     assert [r["label"] for r in fp32] == [r["label"] for r in ref]
@@ -188,25 +192,40 @@ def test_export_refuses_classic_and_unknown_folders(tmp_path):
         export_onnx(tmp_path / "junk", tmp_path / "out3", quantize="int4")
 
 
-def test_export_and_predict_scripts(trained_demo, tmp_path, generated):
-    from ser_hf.inference import audio_paths
+def _small_cnn(model_dir: Path) -> Path:
+    from ser_hf.features import FeatureConfig
+    from ser_hf.models import build_baseline
 
-    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    fcfg = FeatureConfig(kind="logmel", n_fft=512, hop_length=160, n_mels=32, n_mfcc=13, window_frames=64,
+                         window_hop_frames=32)
+    build_baseline("cnn2d", (1, 32, None), id2label=["anger", "neutral", "sadness"]).eval().save_pretrained(model_dir)
+    fcfg.save_pretrained(model_dir)
+    return model_dir
+
+
+def test_export_and_predict_scripts(tmp_path, generated):
     import os
 
-    env = {**os.environ, **env}
+    from ser_hf.inference import audio_paths
+
+    model_dir = _small_cnn(tmp_path / "model")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = tmp_path / "exported"
-    done = subprocess.run([sys.executable, "scripts/export.py", f"model={trained_demo}", "format=onnx",
+    done = subprocess.run([sys.executable, "scripts/export.py", f"model={model_dir}", "format=onnx",
                            f"output_dir={out}", "quantize=int8"], cwd=REPO, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    again = subprocess.run([sys.executable, "scripts/export.py", f"model={trained_demo}", f"output_dir={out}"],
+    again = subprocess.run([sys.executable, "scripts/export.py", f"model={model_dir}", f"output_dir={out}"],
                            cwd=REPO, env=env, capture_output=True, text=True)
     assert again.returncode != 0 and "not empty" in again.stderr
-    wavs = audio_paths(generated("emodb", speakers=2, per_class=1) / "wav")[:4]
-    pred = subprocess.run([sys.executable, "scripts/predict.py", f"model={out}", f"audio={wavs[0].parent}",
+    bad = subprocess.run([sys.executable, "scripts/export.py", f"model={model_dir}", "format=tflite",
+                          f"output_dir={tmp_path / 'x'}"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and "format='tflite'" in bad.stderr
+    folder = generated("emodb", speakers=2, per_class=1) / "wav"
+    pred = subprocess.run([sys.executable, "scripts/predict.py", f"model={out}", f"audio={folder}",
                            "backend=onnx", "precision=fp32"], cwd=REPO, env=env, capture_output=True, text=True)
     assert pred.returncode == 0, pred.stderr
     records = [json.loads(line) for line in pred.stdout.splitlines()]
-    reference = predict_files(sorted(audio_paths(wavs[0].parent)), trained_demo, backend="torch", device="cpu")
+    reference = predict_files(audio_paths(folder), model_dir, backend="torch", device="cpu")
+    assert len(records) == len(reference) > 0
     assert [r["label"] for r in records] == [r["label"] for r in reference]
     assert np.abs(_probs(records) - _probs(reference)).max() < 1e-4
