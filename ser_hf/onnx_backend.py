@@ -71,8 +71,16 @@ def onnx_file(model_dir: str | os.PathLike, precision: str = "auto") -> Path:
     return path
 
 
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise ImportError("backend=onnx needs onnxruntime: pip install 'ser_hf[onnx]' (or onnxruntime)") from err
+    return onnxruntime
+
+
 def session_options(threads: int | None = None, optimization: str = "all"):
-    import onnxruntime as ort
+    ort = _ort()
 
     levels = {"none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
               "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -94,7 +102,7 @@ class OnnxModel:
     """An onnxruntime session that quacks like an ``AutoModelForAudioClassification`` for inference."""
 
     def __init__(self, path: str | os.PathLike, *, threads: int | None = None, optimization: str = "all"):
-        import onnxruntime as ort
+        ort = _ort()
 
         self.path = Path(path)
         self.session = ort.InferenceSession(str(self.path), session_options(threads, optimization),

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytest.importorskip("onnxruntime", reason="the [onnx] extra (onnx, onnxruntime) is not installed")
+
 from ser_hf.config import load_config
 from ser_hf.export import export_onnx
 from ser_hf.inference import load_for_inference, predict_files
@@ -112,7 +114,8 @@ def test_transformer_families_export_with_dynamic_batch_and_time(maker, kwargs, 
     cfg = read_onnx_config(out)
     assert cfg["kind"] == "transformer" and cfg["export_max_abs_logit_diff"] < 1e-4
     waveform = maker in (tiny_wav2vec2, tiny_hubert)
-    assert ("time" in cfg["dynamic_axes"]["input_values"].values()) == waveform if waveform else True
+    if waveform:  # any number of samples; Whisper and AST take their extractor's fixed length
+        assert "time" in cfg["dynamic_axes"]["input_values"].values()
     rng = np.random.default_rng(1)
     arrays = [0.1 * rng.standard_normal(n).astype(np.float32) for n in (9000, 16000, 16000, 23000)]
     torch_pred = load_for_inference(tmp_path / "model", device="cpu")
