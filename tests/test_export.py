@@ -126,6 +126,24 @@ def test_transformer_families_export_with_dynamic_batch_and_time(maker, kwargs, 
     assert np.abs(a - b).max() < 1e-5
 
 
+def test_cropped_whisper_exports_at_its_cropped_length(tmp_path):
+    from ser_hf.models import transformer as tf
+    from ser_hf.models.whisper_crop import crop_whisper, encoder_frames
+
+    model, fe = tf.load_audio_classifier(tiny_whisper(tmp_path / "base"), ["a", "b", "c"])
+    model, fe = crop_whisper(model, fe, 2.0)
+    assert encoder_frames(model) == 100
+    model.save_pretrained(tmp_path / "model")
+    fe.save_pretrained(tmp_path / "model")
+    out = export_onnx(tmp_path / "model", tmp_path / "onnx")
+    assert read_onnx_config(out)["export_max_abs_logit_diff"] < 1e-4
+    rng = np.random.default_rng(3)
+    arrays = [0.1 * rng.standard_normal(n).astype(np.float32) for n in (16000, 32000, 50000)]  # 50000: 2 chunks
+    a = _probs(load_for_inference(tmp_path / "model", device="cpu").predict_arrays(arrays, 16000))
+    b = _probs(load_for_inference(out).predict_arrays(arrays, 16000))
+    assert np.abs(a - b).max() < 1e-5
+
+
 def test_merged_lora_adapter_exports(tmp_path):
     import torch
 
