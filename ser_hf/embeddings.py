@@ -27,9 +27,11 @@ from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification
 from .models.batching import featurize, is_waveform_extractor, length_sorted_batches
 from .models.heads import head_module_names
 from .models.loading import from_pretrained_checked, load_feature_extractor, resolve_model_source
+from .models.whisper_crop import crop_seconds, crop_whisper
 
 from .spec import (EMBEDDING_LAYER_CHOICES, EMBEDDING_POOLINGS, EmbeddingConfig, check_embedding_layers,
                    check_embedding_pooling)
+
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +98,8 @@ def select_layers(hidden_states: Sequence[torch.Tensor], layers, layer_weights: 
 class Encoder:
     """A pretrained encoder ready for hidden-state extraction (loaded lazily, only on a cache miss)."""
 
-    def __init__(self, name_or_path: str, layers, device: str | None, local_files_only: bool | None):
+    def __init__(self, name_or_path: str, layers, device: str | None, local_files_only: bool | None,
+                 max_duration_s: float | None = None):
         name, local_only = resolve_model_source(name_or_path, local_files_only)
         self.feature_extractor = load_feature_extractor(name, local_files_only=local_only)
         self.waveform = is_waveform_extractor(self.feature_extractor)
@@ -116,6 +119,7 @@ class Encoder:
             model = from_pretrained_checked(AutoModel, name, local_only, "model")
         if getattr(model.config, "is_encoder_decoder", False):  # Whisper & co: the encoder only
             model = model.get_encoder()
+        model, self.feature_extractor = crop_whisper(model, self.feature_extractor, max_duration_s)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         if self.layer_weights is not None:
@@ -150,8 +154,8 @@ class Encoder:
         return torch.cat(pooled, dim=-1).float().cpu().numpy()
 
 
-def load_encoder(name_or_path: str, layers, device, local_files_only) -> Encoder:
-    return Encoder(name_or_path, layers, device, local_files_only)
+def load_encoder(name_or_path: str, layers, device, local_files_only, max_duration_s=None) -> Encoder:
+    return Encoder(name_or_path, layers, device, local_files_only, max_duration_s)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -181,9 +185,10 @@ def model_identity(name_or_path: str | os.PathLike) -> dict:
     return {"path": str(path.resolve()), "files": files, "config": config}
 
 
-def embeddings_fingerprint(ds, model_name_or_path, layers, pooling) -> str:
+def embeddings_fingerprint(ds, model_name_or_path, layers, pooling, max_duration_s=None) -> str:
     layers_key = list(layers) if isinstance(layers, (list, tuple)) else layers
-    return Hasher.hash({
+    crop = {"crop_s": crop_seconds(max_duration_s)} if max_duration_s is not None else {}  # old keys unchanged
+    return Hasher.hash({**crop,
         "dataset": ds._fingerprint,
         "model": model_identity(model_name_or_path),
         "layers": layers_key,
@@ -208,13 +213,16 @@ def extract_embeddings(
     device: str | None = None,
     local_files_only: bool | None = None,
     column: str = "audio",
+    max_duration_s: float | None = None,
 ):
     """``ds`` plus an ``embedding`` column (float32 vector per clip).
 
     ``layers``: ``"last"``, a hidden-state index (0 = encoder input), a list of indices (pooled
     vectors concatenated), ``"mean"`` (average of all transformer layers) or ``"weighted"`` (learned
     layer weights of a checkpoint fine-tuned with ``use_weighted_layer_sum=True``). ``pooling``:
-    ``"mean"`` or ``"mean_std"`` (mean ‖ std), over real frames only.
+    ``"mean"`` or ``"mean_std"`` (mean ‖ std), over real frames only. ``max_duration_s``: a Whisper
+    encoder runs on that many (whole) seconds instead of 30 (:mod:`ser_hf.models.whisper_crop`);
+    longer clips are truncated to it.
 
     Embeddings do not depend on which other clips share a batch: models with attention masks get
     masked batches; models without (wav2vec2-base) only batch clips of identical length, since zero
@@ -230,7 +238,7 @@ def extract_embeddings(
     if "embedding" in ds.column_names:
         raise ValueError("dataset already has an 'embedding' column; remove it first "
                          "(ds.remove_columns('embedding'))")
-    fingerprint = embeddings_fingerprint(ds, model_name_or_path, layers, pooling)
+    fingerprint = embeddings_fingerprint(ds, model_name_or_path, layers, pooling, max_duration_s)
     cache_file_name = None
     if cache and not ds.cache_files:
         if cache_dir is not None:
@@ -243,7 +251,8 @@ def extract_embeddings(
 
     def embed(audios: list[dict]) -> dict[str, list]:
         if "encoder" not in state:
-            state["encoder"] = load_encoder(os.fspath(model_name_or_path), layers, device, local_files_only)
+            state["encoder"] = load_encoder(os.fspath(model_name_or_path), layers, device, local_files_only,
+                                            max_duration_s)
         encoder = state["encoder"]
         rates = {int(a["sampling_rate"]) for a in audios}
         if len(rates) != 1:
@@ -279,18 +288,21 @@ def embedding_matrix(ds) -> np.ndarray:
     return np.asarray(ds.with_format("numpy")["embedding"], dtype=np.float32)
 
 
-def save_embedding_config(output_dir: str | os.PathLike, model_name_or_path, layers, pooling) -> Path:
+def save_embedding_config(output_dir: str | os.PathLike, model_name_or_path, layers, pooling,
+                          max_duration_s: float | None = None) -> Path:
     """``embedding_config.json`` beside a classic model, so inference recomputes the same features."""
     path = Path(output_dir) / "embedding_config.json"
+    crop = {"max_duration_s": max_duration_s} if max_duration_s is not None else {}
     path.write_text(json.dumps({
         "name_or_path": os.fspath(model_name_or_path),
         "layers": list(layers) if isinstance(layers, (list, tuple)) else layers,
         "pooling": pooling,
+        **crop,
     }, indent=2))
     return path
 
 
 __all__ = [
-    "EMBEDDINGS_VERSION", "EmbeddingSettings", "embedding_matrix", "embeddings_fingerprint",
+    "EMBEDDINGS_VERSION", "EmbeddingSettings", "Encoder", "load_encoder", "embedding_matrix", "embeddings_fingerprint",
     "extract_embeddings", "masked_pool", "model_identity", "save_embedding_config", "select_layers",
 ]

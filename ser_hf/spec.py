@@ -527,9 +527,12 @@ class EmbeddingConfig:
     pooling: str = "mean"
     batch_size: int = 8
     cache: bool = True
+    max_duration_s: float | None = None  # Whisper: encoder cropped to this many (whole) seconds; longer clips truncated
 
     def __post_init__(self):
         check_embedding_layers(self.layers)
+        if self.max_duration_s is not None and not self.max_duration_s > 0:
+            raise SpecError(f"embeddings.max_duration_s={self.max_duration_s!r} must be > 0 (or null: no crop)")
         check_embedding_pooling(self.pooling)
 
     @classmethod
@@ -637,6 +640,7 @@ class TransformerModelConfig:
     head_learning_rate: float | None = None  # None: trainer.learning_rate (see the learning-rate story above)
     freeze_base_steps: int = 0  # optimizer steps training only the head before the encoder joins
     local_files_only: bool | None = None
+    whisper_crop: bool = True  # Whisper: encoder + extractor cropped to max_duration_s (ser_hf.models.whisper_crop)
     config_overrides: dict = field(default_factory=dict)
 
     def __post_init__(self):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..embeddings import extract_embeddings, save_embedding_config
+from ..models.ct2_whisper import source_hub_id
 from ..spec import SpecError
 from .acoustic import augmented_train
 from .base import ExperimentData, eval_sets
@@ -30,12 +31,14 @@ class EmbeddingFamily(VectorClassifier):
         emb = self.spec.embeddings
         sets = {"train": augmented_train(self.spec, data.train), **eval_sets(data)}
         return {k: extract_embeddings(ds, self.encoder, layers=emb.layers, pooling=emb.pooling,
-                                      batch_size=emb.batch_size, cache=emb.cache) for k, ds in sets.items()}
+                                      batch_size=emb.batch_size, cache=emb.cache, max_duration_s=emb.max_duration_s)
+                for k, ds in sets.items()}
 
     def save(self, model_dir: Path) -> None:
         self.clf.save_pretrained(model_dir)
-        save_embedding_config(model_dir, self.encoder, self.spec.embeddings.layers, self.spec.embeddings.pooling)
+        emb = self.spec.embeddings
+        save_embedding_config(model_dir, self.encoder, emb.layers, emb.pooling, emb.max_duration_s)
 
     @property
     def base_model(self) -> str:
-        return str(self.encoder)
+        return source_hub_id(self.encoder)  # a converted CTranslate2 Whisper names its Hub source

@@ -20,9 +20,11 @@ from ..augment import augment_dataset
 from ..losses import balanced_class_weights
 from ..metrics import softmax
 from ..models.batching import make_audio_loader
+from ..models.ct2_whisper import source_hub_id
 from ..models.heads import encoder_prefix, param_groups
 from ..models.loading import from_pretrained_checked, load_audio_classifier, resolve_model_source
 from ..models.lora import apply_lora, merge_and_save, save_adapter
+from ..models.whisper_crop import crop_whisper
 from ..spec import SpecError, TransformerModelConfig, unknown_key_error
 from ..training import Trainer
 from .base import ExperimentData, Family, Fitted, Predictions
@@ -66,6 +68,8 @@ class TransformerFamily(Family):
             gradient_checkpointing=settings.gradient_checkpointing, local_files_only=settings.local_files_only,
             **settings.config_overrides,
         )
+        if settings.whisper_crop:  # no-op for non-Whisper models
+            model, self.feature_extractor = crop_whisper(model, self.feature_extractor, settings.max_duration_s)
         if peft.enabled:
             model = apply_lora(model, peft.r, peft.alpha, peft.dropout, peft.target_modules)
         tcfg = spec.trainer
@@ -106,4 +110,4 @@ class TransformerFamily(Family):
 
     @property
     def base_model(self) -> str:
-        return str(self.spec.model.name_or_path)
+        return source_hub_id(self.spec.model.name_or_path)
