@@ -284,6 +284,10 @@ def load_for_inference(model_dir: str | os.PathLike, *, device: str | None = Non
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: use one of {PRECISIONS}")
+    if Path(model_dir).is_dir():  # sha256 of the weights as saved (ser_hf.runfolder): damage is named, not loaded
+        from ser_hf.runfolder import verify_checksums
+
+        verify_checksums(model_dir)
     predictor = _load(model_dir, device=device, local_files_only=local_files_only)
     if precision == "auto":
         precision = "bf16" if predictor.kind != "classic" and _native_bf16(predictor.device) else "fp32"
