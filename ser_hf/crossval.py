@@ -7,7 +7,6 @@ cross-validation resumes at the first fold without a complete run folder.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -50,6 +49,7 @@ from ser_hf.runfolder import (  # noqa: E402
     REQUIRED_METRICS_KEYS,
     RunFolderError,
     RunLock,
+    atomic_write,
     fingerprint_mismatch,
     move_aside,
     read_fingerprint,
@@ -303,7 +303,7 @@ def summarize_folds(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.Pat
          "leaky": first.leaky, "test": summary["pooled"]},
         out_dir / POOLED_CM_PNG,
     )
-    (out_dir / SUMMARY_MD).write_text(_summary_markdown(result), encoding="utf-8")
+    atomic_write(out_dir / SUMMARY_MD, _summary_markdown(result))
     logger.info("cross-validation summary written to %s", out_dir / SUMMARY_MD)
     return result
 
