@@ -186,6 +186,32 @@ def experiment_files(data: ExperimentData) -> list[str]:
     return [f"{corpus}/{f}" for ds in sets if len(ds) for f in ds["file"]]
 
 
+def _min_clip_s(cfg, family: str) -> float:
+    """The shortest clip a family reads meaningfully: one analysis frame (``features.n_fft``) for feature
+    families, 25 ms (a speech encoder's first frame) for transformers and embeddings."""
+    if family in ("transformer", "embedding"):
+        return 0.025
+    from .features import FeatureConfig
+
+    fcfg = FeatureConfig.from_dict({"sampling_rate": int(cfg.data.sampling_rate), **section(cfg, "features")})
+    return fcfg.n_fft / fcfg.sampling_rate
+
+
+def too_short_clips(data: ExperimentData, min_s: float) -> list[dict]:
+    """Clips shorter than ``min_s`` (from the file headers the builders record): kept, but listed in
+    metrics.json, the classification report and the model card, and logged."""
+    found = []
+    for ds in [data.train, data.validation, *data.tests.values()]:
+        if not len(ds) or not {"file_frames", "file_sampling_rate"} <= set(ds.column_names):
+            continue
+        for f, n, sr in zip(ds["file"], ds["file_frames"], ds["file_sampling_rate"]):
+            if sr and n / sr < min_s:
+                found.append({"file": f, "reason": f"too short: {n / sr:.3f} s < {min_s:.3f} s (used anyway)"})
+    if found:
+        logger.warning("%d clip(s) shorter than %.3f s, e.g. %s", len(found), min_s, found[0]["file"])
+    return found
+
+
 def _run_claimed(cfg, out: Path, state, data_cfg: DataConfig, model_cfg: dict, family: str) -> Path:
     from accelerate.utils import set_seed
 
@@ -199,6 +225,7 @@ def _run_claimed(cfg, out: Path, state, data_cfg: DataConfig, model_cfg: dict, f
     logger.info("recipe %s -> %s", cfg.recipe_name, out)
 
     data = load_data(data_cfg, int(cfg.seed))
+    data.info["too_short"] = too_short_clips(data, _min_clip_s(cfg, family))
     data_fp = data_fingerprint(data.info, experiment_files(data))
     check_data(out, data_fp)
     state.wait_for_everyone()
@@ -476,6 +503,7 @@ def _write_outputs(cfg, family: str, data: ExperimentData, outcome: Outcome, out
         "label_set": data.info["label_set"],
         "speakers": data.info["speakers"],
         "skipped": data.info["skipped"],
+        "too_short": data.info.get("too_short", []),
         "best_epoch": outcome.best_epoch,
         "train_seconds": round(float(outcome.train_seconds or 0.0), 3),
         "model_family": family,

@@ -172,14 +172,18 @@ def _confusion_text(split_metrics: Mapping[str, Any]) -> str:
 
 def skipped_lines(metrics: Mapping[str, Any], limit: int = 50) -> list[str]:
     """The clips left out of the run (undecodable, too short, ...) with their reasons, for report and card."""
-    skipped = list(metrics.get("skipped") or [])
-    if not skipped:
-        return ["skipped clips: none"]
-    lines = [f"skipped clips ({len(skipped)}; not in any split):"]
-    lines += [f"  {s.get('file', '?')}: {s.get('reason', '?')}" if isinstance(s, Mapping) else f"  {s}"
-              for s in skipped[:limit]]
-    if len(skipped) > limit:
-        lines.append(f"  ... {len(skipped) - limit} more in metrics.json")
+    lines = []
+    for key, title in (("skipped", "skipped clips ({n}; not in any split):"),
+                       ("too_short", "too-short clips ({n}; below the features' or model's minimum, used):")):
+        clips = list(metrics.get(key) or [])
+        if not clips:
+            lines.append(title.split(" (")[0] + ": none")
+            continue
+        lines.append(title.format(n=len(clips)))
+        lines += [f"  {s.get('file', '?')}: {s.get('reason', '?')}" if isinstance(s, Mapping) else f"  {s}"
+                  for s in clips[:limit]]
+        if len(clips) > limit:
+            lines.append(f"  ... {len(clips) - limit} more in metrics.json")
     return lines
 
 

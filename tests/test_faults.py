@@ -405,15 +405,23 @@ def test_run_outputs_list_skipped_clips_and_carry_checksums(tmp_path, cache, gen
     bad = Path(root) / "wav" / "03a01Xx.wav"  # an unreadable clip among good ones
     bad.parent.mkdir(parents=True, exist_ok=True)
     bad.write_bytes(b"not a wav")
+    short = Path(root) / "wav" / "08b09Wz.wav"  # 20 ms: shorter than one 512-sample analysis frame at 16 kHz
+    import soundfile as sf
+
+    sf.write(short, np.zeros(320, dtype=np.float32) + 0.1, 16000)
     try:
         out = run(load_config(["recipe=svm_stats_emodb", f"data.data_dir={root}", *cache, *CHEAP, "data.split=loso",
                                "data.fold=1", f"output_dir={tmp_path / 'r'}"]))
     finally:
         bad.unlink()
-    assert "03a01Xx.wav" in (out / "classification_report.txt").read_text()
-    assert "03a01Xx.wav" in (out / "model" / "README.md").read_text()
+        short.unlink()
+    report, card = (out / "classification_report.txt").read_text(), (out / "model" / "README.md").read_text()
+    assert "03a01Xx.wav" in report and "03a01Xx.wav" in card
+    assert "too-short clips (1;" in report and "08b09Wz.wav: too short: 0.020 s < 0.032 s" in report
+    assert "08b09Wz.wav" in card
+    assert json.loads((out / "metrics.json").read_text())["too_short"][0]["file"].endswith("08b09Wz.wav")
     sums = json.loads((out / "model" / "checksums.json").read_text())
     assert "model.skops" in sums
     verify_checksums(out / "model")
     fp = json.loads((out / "fingerprint.json").read_text())
-    assert fp["data"]["corpus"] == "emodb" and fp["data"]["num_files"] == 4 * 7 * 2
+    assert fp["data"]["corpus"] == "emodb" and fp["data"]["num_files"] == 4 * 7 * 2 + 1
