@@ -181,9 +181,9 @@ def run(cfg: DictConfig) -> Path:
 
 def experiment_files(data: ExperimentData) -> list[str]:
     """Every clip of an experiment (train, validation, tests) as ``corpus/file``: the data fingerprint's list."""
-    sets = [data.train, data.validation, *data.tests.values()]
-    corpus = data.info.get("corpus")
-    return [f"{corpus}/{f}" for ds in sets if len(ds) for f in ds["file"]]
+    from .runfolder import clip_files
+
+    return clip_files([data.train, data.validation, *data.tests.values()], data.info.get("corpus"))
 
 
 def _min_clip_s(cfg, family: str) -> float:
@@ -197,25 +197,10 @@ def _min_clip_s(cfg, family: str) -> float:
     return fcfg.n_fft / fcfg.sampling_rate
 
 
-def too_short_clips(data: ExperimentData, min_s: float) -> list[dict]:
-    """Clips shorter than ``min_s`` (from the file headers the builders record): kept, but listed in
-    metrics.json, the classification report and the model card, and logged."""
-    found = []
-    for ds in [data.train, data.validation, *data.tests.values()]:
-        if not len(ds) or not {"file_frames", "file_sampling_rate"} <= set(ds.column_names):
-            continue
-        for f, n, sr in zip(ds["file"], ds["file_frames"], ds["file_sampling_rate"]):
-            if sr and n / sr < min_s:
-                found.append({"file": f, "reason": f"too short: {n / sr:.3f} s < {min_s:.3f} s (used anyway)"})
-    if found:
-        logger.warning("%d clip(s) shorter than %.3f s, e.g. %s", len(found), min_s, found[0]["file"])
-    return found
-
-
 def _run_claimed(cfg, out: Path, state, data_cfg: DataConfig, model_cfg: dict, family: str) -> Path:
     from accelerate.utils import set_seed
 
-    from .runfolder import atomic_write, check_data, data_fingerprint, write_fingerprint
+    from .runfolder import atomic_write, check_data, data_fingerprint, too_short_clips, write_fingerprint
 
     set_seed(int(cfg.seed))
     if state.is_main_process:
@@ -225,7 +210,8 @@ def _run_claimed(cfg, out: Path, state, data_cfg: DataConfig, model_cfg: dict, f
     logger.info("recipe %s -> %s", cfg.recipe_name, out)
 
     data = load_data(data_cfg, int(cfg.seed))
-    data.info["too_short"] = too_short_clips(data, _min_clip_s(cfg, family))
+    data.info["too_short"] = too_short_clips([data.train, data.validation, *data.tests.values()],
+                                             _min_clip_s(cfg, family))
     data_fp = data_fingerprint(data.info, experiment_files(data))
     check_data(out, data_fp)
     state.wait_for_everyone()
@@ -326,6 +312,8 @@ def _torch_loader(ds, tcfg, train: bool, spec: dict | None = None):
         raise ValueError(f"augment.spec_augment: unknown key(s) {bad}; valid keys: {list(SPEC_KEYS)}")
 
 
+    from .collate import pad_features
+
     def collate(rows):
         x, mask = pad_features([r["features"] for r in rows], [int(r["clip_id"]) for r in rows], files)
         if train and spec:
@@ -339,40 +327,6 @@ def _torch_loader(ds, tcfg, train: bool, spec: dict | None = None):
         return batch
 
     return make_dataloader(ds, tcfg, train=train, collate_fn=collate)
-
-
-def pad_features(feats, clip_ids, files=None):
-    """Stack per-clip features of varied length: right-pad the time axis (axis 0 of ``(T, D)`` frames, the last
-    of ``(C, F, T)`` maps) with zeros, and return ``(batch, attention_mask (B, T) or None)``. The mask is None
-    when every length is equal, so equal-length corpora train exactly as before. Any other axis that differs
-    is an error naming the clip."""
-    import torch
-
-    first = feats[0]
-    t_axis = {2: 0, 3: 2}.get(first.ndim)
-
-    def clip_name(i):
-        f = files.get(clip_ids[i]) if files is not None else None
-        return f"clip {f!r}" if f else f"clip id {clip_ids[i]}"
-
-    for i, f in enumerate(feats):
-        same = f.ndim == first.ndim and all(a == b for k, (a, b) in enumerate(zip(f.shape, first.shape))
-                                            if k != t_axis)
-        if not same:
-            raise ValueError(f"{clip_name(i)} has features of shape {tuple(f.shape)} but {clip_name(0)} has "
-                             f"{tuple(first.shape)} in the same batch; only the time axis may differ")
-    if t_axis is None:
-        return torch.stack(feats).float(), None
-    lengths = [int(f.shape[t_axis]) for f in feats]
-    if len(set(lengths)) == 1:
-        return torch.stack(feats).float(), None
-    longest = max(lengths)
-    out = torch.zeros((len(feats), *first.shape[:t_axis], longest, *first.shape[t_axis + 1:]), dtype=torch.float32)
-    mask = torch.zeros((len(feats), longest), dtype=torch.long)
-    for i, (f, n) in enumerate(zip(feats, lengths)):
-        out[i].narrow(t_axis, 0, n).copy_(f)
-        mask[i, :n] = 1
-    return out, mask
 
 
 def _run_baseline(cfg, family: str, model_cfg: dict, data: ExperimentData, out: Path) -> Outcome:

@@ -157,6 +157,27 @@ def data_fingerprint(info: Mapping[str, Any], files: Iterable[str]) -> dict[str,
     }
 
 
+def clip_files(datasets, corpus) -> list[str]:
+    """``corpus/file`` of every row of ``datasets`` (anything with ``len`` and a ``file`` column)."""
+    return [f"{corpus}/{f}" for ds in datasets if len(ds) for f in ds["file"]]
+
+
+def too_short_clips(datasets, min_s: float) -> list[dict]:
+    """Clips shorter than ``min_s`` seconds, from the file headers the corpus builders record
+    (``file_frames``, ``file_sampling_rate``): ``[{"file", "reason"}]``. They are kept but listed in
+    metrics.json, the classification report and the model card, and logged."""
+    found = []
+    for ds in datasets:
+        if not len(ds) or not {"file_frames", "file_sampling_rate"} <= set(ds.column_names):
+            continue
+        for f, n, sr in zip(ds["file"], ds["file_frames"], ds["file_sampling_rate"]):
+            if sr and n / sr < min_s:
+                found.append({"file": f, "reason": f"too short: {n / sr:.3f} s < {min_s:.3f} s (used anyway)"})
+    if found:
+        logger.warning("%d clip(s) shorter than %.3f s, e.g. %s", len(found), min_s, found[0]["file"])
+    return found
+
+
 def suffix_for(cfg, recipe_cfg) -> str:
     """``""`` when ``cfg`` equals the recipe as written (up to the keys the folder name already spells out
     and the unfingerprinted ones), else ``-<first 8 hex of the config fingerprint>``."""

@@ -319,7 +319,7 @@ def test_varied_length_clips_train_the_cnn_recipes(recipe, varied_corpus, tmp_pa
 
 
 def test_a_shape_mismatch_names_the_clip():
-    from ser_hf.experiment import pad_features
+    from ser_hf.collate import pad_features
 
     a, b = torch.zeros(1, 40, 50), torch.zeros(1, 40, 70)
     x, mask = pad_features([a, b], [0, 1], {0: "03a01Fa.wav", 1: "03a02Wb.wav"})
