@@ -97,7 +97,6 @@ def test_run_folds_reuses_only_matching_finished_folds(tmp_path):
         ["fold1", "fold2"]
 
 
-@pytest.mark.slow
 def test_stale_fold_is_refused_naming_the_key_and_overwrite_moves_it_aside(tmp_path, cache):
     from ser_hf.crossval import crossval_recipe
 
