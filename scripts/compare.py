@@ -2,12 +2,12 @@
 
 import sys
 
-from ser_hf.config import configure_logging, split_compare_args
+from ser_hf.config import configure_logging, run_cli, split_compare_args
 
 if __name__ == "__main__":
     configure_logging()
-    split_compare_args(sys.argv[1:])  # every recipe's spec checked before torch & co. are imported
+    run_cli(split_compare_args, sys.argv[1:])  # every recipe's spec checked before torch & co. are imported
 
     from ser_hf.compare import compare_from_args  # noqa: E402  (heavy: imported once the recipes are valid)
 
-    print(compare_from_args(sys.argv[1:]))
+    print(run_cli(compare_from_args, sys.argv[1:]))

@@ -18,18 +18,24 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
-from .spec import TOP_LEVEL_KEYS, DataConfig, RunSpec, parse_spec, unknown_key_error  # noqa: F401 (DataConfig re-exported)
+from .runfolder import RunFolderError, suffix_for
+from .spec import TOP_LEVEL_KEYS, DataConfig, RunSpec, parse_bool, parse_spec, unknown_key_error  # noqa: F401 (re-exported)
 
 RECIPES_ENV = "SER_HF_RECIPES"
 # Config groups: overrides of these select a file and must stay plain ``group=name``.
 CONFIG_GROUPS = ("recipe",)
+# Booleans read through the one parser (ser_hf.spec.parse_bool): `resume=no` must not resume.
+BOOLEAN_KEYS = ("resume", "overwrite", "debug", "hub.push", "hub.private", "peft.enabled")
 
 
 def recipes_dir() -> Path:
@@ -61,6 +67,13 @@ def _force(override: str) -> str:
 
 def load_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """Compose ``recipes/defaults.yaml`` + ``recipe=NAME`` + overrides into one resolved config."""
+    cfg = _compose(overrides)
+    if not cfg.get("output_dir"):
+        cfg.output_dir = str(default_output_dir(cfg))
+    return cfg
+
+
+def _compose(overrides) -> DictConfig:
     overrides = list(overrides)
     names = available_recipes()
     for o in overrides:
@@ -79,8 +92,7 @@ def load_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     for key in cfg:
         if key not in TOP_LEVEL_KEYS:
             raise unknown_key_error(None, key, TOP_LEVEL_KEYS)
-    if not cfg.get("output_dir"):
-        cfg.output_dir = str(default_output_dir(cfg))
+    _check_types(cfg)
     return cfg
 
 
@@ -89,15 +101,36 @@ def load_spec(overrides: list[str] | tuple[str, ...] = ()) -> RunSpec:
     return parse_spec(load_config(overrides))
 
 
+def _check_types(cfg: DictConfig) -> None:
+    """seed is an integer; every boolean key goes through the one parser (errors name the key)."""
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        try:
+            cfg.seed = int(str(seed).strip())
+        except ValueError:
+            raise ValueError(f"seed={seed!r}: must be an integer (e.g. seed=0)") from None
+    for key in BOOLEAN_KEYS:
+        value = OmegaConf.select(cfg, key)
+        if value is not None:
+            OmegaConf.update(cfg, key, parse_bool(value, key), force_add=True)
+
+
+def recipe_suffix(cfg: DictConfig) -> str:
+    """``""`` when ``cfg`` is its recipe as written (keys spelled out in folder names aside), else
+    ``-<first 8 hex digits of the config fingerprint>``: runs with other overrides get other folders."""
+    return suffix_for(cfg, _compose([f"recipe={cfg.recipe_name}"]))
+
+
 def default_output_dir(cfg: DictConfig) -> Path:
-    """``runs/<recipe>/<corpus>-<split>[-fold<k>][-to-<test corpus>]-seed<seed>``, relative to the working dir."""
+    """``runs/<recipe>/<corpus>-<split>[-fold<k>][-to-<test corpus>]-seed<seed>[-<fingerprint>]``, relative to the
+    working dir; the fingerprint suffix is added when the config differs from the recipe as written."""
     data = cfg.data
     name = f"{data.corpus}-{data.split}"
     if data.get("fold") is not None:
         name += f"-fold{data.fold}"
     if data.get("test_corpus"):
         name += f"-to-{data.test_corpus}"
-    name += f"-seed{cfg.seed}"
+    name += f"-seed{cfg.seed}{recipe_suffix(cfg)}"
     return Path("runs") / str(cfg.recipe_name) / re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
 
 
@@ -107,14 +140,31 @@ def configure_logging(level: int | str = "INFO") -> None:
     logging.getLogger("ser_hf").setLevel(level)
 
 
-def parse_bool(value: str) -> bool:
-    """``true``/``false`` (also 1/0, yes/no) from the command line; ``bool("false")`` would be True."""
-    low = str(value).strip().lower()
-    if low in ("true", "1", "yes"):
-        return True
-    if low in ("false", "0", "no"):
-        return False
-    raise ValueError(f"expected true or false, got {value!r}")
+def user_errors() -> tuple[type, ...]:
+    """Exceptions that mean a bad command line, config, file or run folder (not a bug): printed as one line."""
+    return (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, RunFolderError, HydraException,
+            OmegaConfBaseException)
+
+
+def run_cli(main, argv: list[str]):
+    """Run a script's ``main(argv)``: a user error prints ``error: <message>`` on one line and exits 2;
+    ``debug=true`` among the arguments restores the full traceback (bugs always show it)."""
+    debug = False
+    for arg in argv:
+        key, sep, value = arg.lstrip("+").partition("=")
+        if sep and key == "debug":
+            try:
+                debug = parse_bool(value, "debug")
+            except ValueError:
+                pass  # load_config reports it
+    try:
+        return main(argv)
+    except user_errors() as err:
+        if debug:
+            raise
+        text = " ".join(str(err).split()) or type(err).__name__
+        print(f"error: {text} (debug=true shows the traceback)", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def parse_key_values(args: list[str], required: tuple[str, ...] = (), optional: dict | None = None) -> dict:

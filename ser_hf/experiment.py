@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from accelerate.utils import parse_flag_from_env, set_seed
 from datasets import ClassLabel, concatenate_datasets
 from omegaconf import DictConfig, OmegaConf
 
-from .config import configure_logging, load_config
+from .config import configure_logging, load_config, run_cli
 from .data import load_corpus
 from .data.labels import labels_of
 from .data.synthetic import generate_corpus
@@ -32,6 +33,8 @@ from .families import ExperimentData, Family, Fitted, Predictions, get_family
 from .hub import model_card, push_to_hub
 from .metrics import compute_metrics
 from .reporting import write_json, write_predictions, write_report
+from .runfolder import (atomic_write, check_data, claim, clip_files, data_fingerprint, replace_dir, too_short_clips,
+                        write_checksums, write_fingerprint)
 from .spec import DataConfig, RunSpec, SpecError, parse_spec
 
 logger = logging.getLogger(__name__)
@@ -153,13 +156,40 @@ def run(cfg: DictConfig | RunSpec) -> Path:
     family = get_family(spec.family)(spec)
     out = Path(spec.output_dir)
     state = process_state()
+    # The folder becomes this run's (lock, fingerprint, finished-run checks) before anything is written to it.
+    lock = claim(out, spec.raw, resume=spec.resume, overwrite=spec.overwrite, main_process=state.is_main_process)
+    try:
+        return run_claimed(spec, family, out, state)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def min_clip_s(spec: RunSpec) -> float:
+    """The shortest clip a family reads meaningfully: one analysis frame (``features.n_fft``) for feature
+    families, 25 ms (a speech encoder's first frame) for transformers and embeddings."""
+    if spec.features is None:
+        return 0.025
+    return spec.features.n_fft / spec.features.sampling_rate
+
+
+def run_claimed(spec: RunSpec, family: Family, out: Path, state) -> Path:
+    """:func:`run` once the run folder is this run's."""
     set_seed(spec.seed)
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(spec.raw)))
+        atomic_write(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(spec.raw)))
+        write_fingerprint(out, spec.raw)
     logger.info("recipe %s -> %s", spec.recipe_name, out)
 
     data = load_data(spec.data, spec.seed)
+    splits = [data.train, data.validation, *data.tests.values()]
+    data.info["too_short"] = too_short_clips(splits, min_clip_s(spec))
+    data_fp = data_fingerprint(data.info, clip_files(splits, data.info.get("corpus")))
+    check_data(out, data_fp)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        write_fingerprint(out, spec.raw, data_fp)
     if len(data.train) == 0:
         raise ValueError(f"the training split of {spec.data.corpus} is empty (speakers: {data.info['speakers']}); "
                          "check data.data_dir, data.split and data.fold")
@@ -195,6 +225,7 @@ def run_metrics(spec: RunSpec, data: ExperimentData, fitted: Fitted, num_paramet
         "label_set": data.info["label_set"],
         "speakers": fitted.speakers or data.info["speakers"],
         "skipped": data.info["skipped"],
+        "too_short": data.info.get("too_short", []),
         "best_epoch": fitted.best_epoch,
         "train_seconds": round(float(fitted.train_seconds or 0.0), 3),
         "model_family": spec.family,
@@ -237,12 +268,16 @@ def write_outputs(spec: RunSpec, family: Family, data: ExperimentData, fitted: F
     write_predictions(out / "predictions.csv", rows, label_names=data.label_names)
     if fitted.history:
         write_json(out / "history.json", fitted.history)
-    model_dir = out / "model"
-    model_dir.mkdir(parents=True, exist_ok=True)
-    family.save(model_dir)
-    write_report(out, metrics, fitted.history)
+    # The model folder is built aside, with sha256 checksums of its weights, and swapped in whole.
+    model_dir, tmp_dir = out / "model", out / ".model.tmp"
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    tmp_dir.mkdir(parents=True)
+    family.save(tmp_dir)
+    write_checksums(tmp_dir)
     card = model_card(metrics, base_model=family.base_model, repo_id=spec.hub.repo_id, dataset_name=data.info["corpus"])
-    card.save(model_dir / "README.md")
+    card.save(tmp_dir / "README.md")
+    replace_dir(tmp_dir, model_dir)
+    write_report(out, metrics, fitted.history)
     if spec.hub.push:
         push_to_hub(model_dir, spec.hub.repo_id, card=card, private=spec.hub.private)
     test = metrics.get("test") or {}
@@ -259,4 +294,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, sys.argv[1:])

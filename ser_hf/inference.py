@@ -47,6 +47,7 @@ from ser_hf.models.loading import load_feature_extractor
 from ser_hf.models.lora import load_adapter
 from ser_hf.models.whisper_crop import fixed_input_chunk_s
 from ser_hf.onnx_backend import is_onnx_export, load_onnx_parts
+from ser_hf.runfolder import verify_checksums
 
 logger = logging.getLogger(__name__)
 
@@ -296,6 +297,8 @@ def load_for_inference(model_dir: str | os.PathLike, *, device: str | None = Non
     precision = precision or "fp32"
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: use one of {PRECISIONS}")
+    if Path(model_dir).is_dir():  # sha256 of the weights as saved (ser_hf.runfolder): damage is named, not loaded
+        verify_checksums(model_dir)
     predictor = load_torch_predictor(model_dir, device=device, local_files_only=local_files_only)
     if precision == "auto":
         precision = auto_precision(predictor.kind, predictor.device)

@@ -78,6 +78,31 @@ def plain(d: Any) -> Any:
     return d
 
 
+TRUE_WORDS = ("true", "yes", "on", "1")
+FALSE_WORDS = ("false", "no", "off", "0")
+
+
+def parse_bool(value: Any, key: str | None = None) -> bool:
+    """``true/false/yes/no/on/off/1/0`` (any case) or a real bool -> bool; anything else is an error naming
+    ``key`` (``bool("no")`` would be True, which is how ``resume=no`` used to resume). The one boolean
+    parser of the package (ser_hf.runfolder and ser_hf.config re-export it)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, numbers.Integral) and value in (0, 1):
+        return bool(value)
+    low = str(value).strip().lower() if value is not None else ""
+    if low in TRUE_WORDS:
+        return True
+    if low in FALSE_WORDS:
+        return False
+    where = f"{key}={value!r}" if key else repr(value)
+    raise SpecError(f"{where}: expected a boolean, one of {'/'.join(TRUE_WORDS + FALSE_WORDS)}")
+
+
+def _is_bool_field(f) -> bool:
+    return f.type in (bool, "bool", "bool | None")
+
+
 def build(cls, d: Mapping | None, section: str):
     """Dataclass ``cls`` from the mapping ``d`` (dict or DictConfig; None = all defaults). A key that is
     not a field of ``cls`` is a :class:`SpecError` naming the section, the key and the closest field."""
@@ -90,7 +115,11 @@ def build(cls, d: Mapping | None, section: str):
     for key in d:
         if key not in known:
             raise unknown_key_error(section, key, known)
-    return cls(**dict(d))
+    d = dict(d)
+    for f in dataclasses.fields(cls):  # booleans through the one parser: `cache=no` must not mean True
+        if _is_bool_field(f) and d.get(f.name) is not None:
+            d[f.name] = parse_bool(d[f.name], f"{section}.{f.name}")
+    return cls(**d)
 
 
 # ============================================================================================== data
@@ -699,8 +728,8 @@ BASELINE_FAMILIES = tuple(BASELINE_MODEL_KEYS)
 
 # ========================================================================================== run spec
 
-TOP_LEVEL_KEYS = ("recipe_name", "seed", "output_dir", "resume", "data", "features", "augment", "model",
-                  "trainer", "peft", "embeddings", "hub", "description")
+TOP_LEVEL_KEYS = ("recipe_name", "seed", "output_dir", "resume", "overwrite", "debug", "data", "features", "augment",
+                  "model", "trainer", "peft", "embeddings", "hub", "description")
 OPTIONAL_SECTIONS = ("features", "augment", "trainer", "peft", "embeddings")
 SECTION_TYPES = {"features": FeatureConfig, "augment": AugmentConfig, "trainer": TrainerConfig,
                  "peft": PeftConfig, "embeddings": EmbeddingConfig}
@@ -725,6 +754,8 @@ class RunSpec:
     embeddings: EmbeddingConfig | None
     hub: HubConfig
     description: str | None = None
+    overwrite: bool = False  # move an existing run folder aside and start afresh (ser_hf.runfolder.claim)
+    debug: bool = False  # scripts: full traceback of config/user errors
     raw: dict = field(default_factory=dict)
 
     @property
@@ -790,13 +821,11 @@ def parse_spec(cfg: Mapping | DictConfig) -> RunSpec:
     if built["augment"].spec_augment is not None and not fam.spec_augment:
         raise SpecError(f"augment.spec_augment masks feature batches of the baseline families; "
                         f"model.family={family} has none: remove it (waveform transforms do apply)")
-    resume = raw.get("resume", False)
-    if not isinstance(resume, bool):
-        raise SpecError(f"resume={resume!r} must be true or false")
+    resume, overwrite, debug = (parse_bool(raw.get(k, False), k) for k in ("resume", "overwrite", "debug"))
     return RunSpec(
         recipe_name=raw.get("recipe_name"), seed=seed, output_dir=str(raw.get("output_dir") or ""),
         resume=resume, family=family, data=data, model=fam.parse_model(family, model),
         features=built["features"], augment=built["augment"], trainer=built["trainer"], peft=built["peft"],
         embeddings=built["embeddings"], hub=build(HubConfig, section("hub"), "hub"),
-        description=raw.get("description"), raw=raw,
+        description=raw.get("description"), overwrite=overwrite, debug=debug, raw=raw,
     )

@@ -77,10 +77,20 @@ def test_spec_values_become_typed_sections():
 
 
 def test_the_spec_module_is_torch_free():
-    code = ("import sys, ser_hf.spec, ser_hf.config; "
+    """spec: standard library + omegaconf; config (what the scripts import first): no torch & co. either."""
+    code = ("import sys, ser_hf.spec; "
             "heavy = [m for m in ('torch', 'numpy', 'datasets', 'transformers', 'librosa') if m in sys.modules]; "
+            "assert not heavy, heavy; import ser_hf.config; "
+            "heavy = [m for m in ('torch', 'datasets', 'transformers', 'librosa', 'sklearn') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_spec_splits_match_the_splitter():
+    from ser_hf.data.splits import SPLITS as SPLITTER
+    from ser_hf.spec import SPLITS
+
+    assert tuple(SPLITS) == tuple(SPLITTER)
 
 
 def test_baseline_model_keys_match_the_model_configs():
@@ -176,8 +186,9 @@ def test_scripts_refuse_a_bad_recipe_before_importing_torch(tmp_path, script, ar
     proc = subprocess.run([sys.executable, "-X", "importtime", str(REPO / "scripts" / script), *args,
                            f"output_dir={tmp_path / 'out'}"], capture_output=True, text=True, cwd=tmp_path,
                           env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
-    assert proc.returncode != 0
-    assert "SpecError" in proc.stderr
+    assert proc.returncode == 2, proc.stderr[-2000:]  # a user error: one line, exit 2 (config.run_cli)
+    assert any(line.startswith("error: ") and ("did you mean" in line or "is set, but" in line)
+               for line in proc.stderr.splitlines())
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert "torch" not in imported and "datasets" not in imported
     assert not (tmp_path / "out").exists()

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..augment import spec_augment
+from ..collate import pad_features
 from ..features import make_windows
 from ..losses import balanced_class_weights
 from ..metrics import softmax
@@ -27,16 +28,21 @@ def window_loader(ds, tcfg: TrainerConfig, train: bool, spec: SpecAugmentConfig 
     The masks draw from torch's global RNG, which the trainer reseeds from (seed, epoch) at every epoch,
     so a resumed run masks exactly as an uninterrupted one.
     """
+    files = dict(zip(ds["clip_id"], ds["file"])) if "file" in ds.column_names else None  # names clips in errors
     ds = ds.with_format("torch", columns=["features", "label", "clip_id"])
 
     def collate(rows):
-        x = torch.stack([r["features"] for r in rows]).float()
+        # clips of varied length: right-padded, with a (B, T) attention mask (None when lengths are equal)
+        x, mask = pad_features([r["features"] for r in rows], [int(r["clip_id"]) for r in rows], files)
         if train and spec is not None:
             axes = {"time_axis": -1, "freq_axis": -2} if x.ndim == 4 else {"time_axis": 1, "freq_axis": 2}
             x = spec_augment(x, spec.time_masks, spec.time_width, spec.freq_masks, spec.freq_width,
                              generator=None, mask_value=spec.mask_value, **axes)
-        return {"input_values": x, "labels": torch.stack([r["label"] for r in rows]).long(),
-                "clip_id": torch.stack([r["clip_id"] for r in rows]).long()}
+        batch = {"input_values": x, "labels": torch.stack([r["label"] for r in rows]).long(),
+                 "clip_id": torch.stack([r["clip_id"] for r in rows]).long()}
+        if mask is not None:
+            batch["attention_mask"] = mask
+        return batch
 
     return make_dataloader(ds, tcfg, train=train, collate_fn=collate)
 
