@@ -253,9 +253,9 @@ def test_finished_folder_is_refused_unless_resume_or_overwrite(tmp_path, cache):
     run(load_config(args))
     config_before = (out / "config.yaml").read_bytes()
     metrics_before = (out / "metrics.json").read_bytes()
-    # a failed run (a typo) must not rewrite the finished run's config.yaml
-    with pytest.raises(RunFolderError, match=r"model\.classifier: 'svm' -> 'no_such_classifier'"):
-        run(load_config([*args, "model.classifier=no_such_classifier"]))
+    # another config must not rewrite the finished run's config.yaml (a typo fails earlier, in the spec)
+    with pytest.raises(RunFolderError, match=r"model\.C: 10\.0 -> 1\.0"):
+        run(load_config([*args, "model.C=1.0"]))
     with pytest.raises(RunFolderError, match="finished run of this config"):
         run(load_config(args))  # the same config again, without resume
     assert (out / "config.yaml").read_bytes() == config_before and (out / "metrics.json").read_bytes() == metrics_before
