@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 # Bump when the computation changes, so stale cached embeddings are not reused.
 EMBEDDINGS_VERSION = 1
-LAYER_CHOICES = ("last", "mean", "weighted")
+LAYER_CHOICES = ("last", "mean", "weighted", "all")
 POOLINGS = ("mean", "mean_std")
 
 
@@ -38,6 +38,9 @@ class EmbeddingSettings:
     pooling: str = "mean"
     batch_size: int = 8
     cache: bool = True
+    # z-score each clip's embedding with its own speaker's statistics (ser_hf.features.speaker_normalise,
+    # per split, from unlabelled clips); applied by the embedding and probe families, not by extract_embeddings
+    speaker_norm: bool = False
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "EmbeddingSettings":
@@ -47,6 +50,8 @@ class EmbeddingSettings:
         if unknown:
             raise ValueError(f"unknown key(s) {unknown} in the embeddings section; valid keys: {sorted(valid)}")
         out = cls(**d)
+        if not isinstance(out.speaker_norm, bool):
+            raise ValueError(f"embeddings.speaker_norm={out.speaker_norm!r}: use true or false")
         _check_layers(out.layers)
         _check_pooling(out.pooling)
         return out
@@ -93,9 +98,12 @@ def select_layers(hidden_states: Sequence[torch.Tensor], layers, layer_weights: 
     Returns a list of (B, T, D) tensors, pooled separately and concatenated (several indices), or one.
     ``"mean"``: average of the L transformer layers. ``"weighted"``: softmax(layer_weights)-weighted sum
     over all L+1 states, exactly as a checkpoint fine-tuned with ``use_weighted_layer_sum=True`` does.
+    ``"all"``: every state, each pooled separately (the input of the probe family's learned layer sum).
     """
     _check_layers(layers)
     n = len(hidden_states)
+    if layers == "all":
+        return list(hidden_states)
     if layers == "last":
         return [hidden_states[-1]]
     if layers == "mean":
@@ -187,6 +195,18 @@ class _Encoder:
         return torch.cat(pooled, dim=-1).float().cpu().numpy()
 
 
+def hidden_state_count(name_or_path: str | os.PathLike, local_files_only: bool | None = None) -> int:
+    """How many hidden states (encoder input + one per layer) the encoder returns: the rows of ``layers="all"``."""
+    from transformers import AutoConfig
+
+    from ser_hf.models.transformer import _from_pretrained, resolve_model_source
+
+    name, local_only = resolve_model_source(name_or_path, local_files_only)
+    config = _from_pretrained(AutoConfig, name, local_only, "config")
+    layers = config.encoder_layers if getattr(config, "is_encoder_decoder", False) else config.num_hidden_layers
+    return int(layers) + 1
+
+
 def _load_encoder(name_or_path: str, layers, device, local_files_only) -> _Encoder:
     return _Encoder(name_or_path, layers, device, local_files_only)
 
@@ -275,6 +295,15 @@ def extract_embeddings(
     if "embedding" in ds.column_names:
         raise ValueError("dataset already has an 'embedding' column; remove it first "
                          "(ds.remove_columns('embedding'))")
+    source = _selection_source(ds, column) if cache else None
+    if source is not None:
+        # ds is a selection (a split, a fold) of an on-disk corpus: embed the whole corpus file once and
+        # take this selection's rows, so every fold and recipe shares one encoder pass.
+        whole, rows = source
+        embedded = extract_embeddings(whole, model_name_or_path, layers, pooling, batch_size, cache,
+                                      device=device, local_files_only=local_files_only, column=column)
+        picked = embedded.select_columns(["embedding"]).select(rows).flatten_indices()
+        return datasets.concatenate_datasets([ds, picked], axis=1)
     fingerprint = embeddings_fingerprint(ds, model_name_or_path, layers, pooling)
     cache_file_name = None
     if cache and not ds.cache_files:
@@ -319,6 +348,60 @@ def extract_embeddings(
     return datasets.concatenate_datasets([ds, embedded], axis=1)
 
 
+def embed_splits(sets: dict[str, Any], name_or_path, settings, **kwargs) -> dict[str, Any]:
+    """``extract_embeddings`` for each split with ``settings`` (an ``EmbeddingSettings``), the audio
+    dropped, and ``settings.speaker_norm`` applied per split (each speaker's statistics from its own
+    clips, never labels). Shared by the embedding and probe families."""
+    from ser_hf.features import speaker_normalise
+
+    out = {}
+    for split, ds in sets.items():
+        emb = extract_embeddings(ds, name_or_path, settings.layers, settings.pooling, settings.batch_size,
+                                 settings.cache, **kwargs)
+        emb = emb.remove_columns([c for c in ("audio",) if c in emb.column_names])
+        if settings.speaker_norm:
+            emb = speaker_normalise(emb, column="embedding")
+        out[split] = emb
+    return out
+
+
+def _selection_source(ds, column: str):
+    """``(whole, rows)`` when ``ds`` holds rows of one on-disk dataset file ``whole`` (what ``load_corpus``
+    splits are: selections of the decoded corpus), with ``whole[rows[i]]`` the clip of ``ds[i]``; else None.
+
+    Rows are matched by the unique ``file`` column, never by position, and one clip's audio length is
+    checked, so a ds whose audio differs from its file (a transform in memory) is embedded as itself.
+    ``Dataset.from_file`` gives the file a fingerprint of its own, identical for every selection of it.
+    """
+    import datasets
+
+    files = ds.cache_files
+    if len(files) != 1 or "file" not in ds.column_names or len(ds) == 0:
+        return None
+    try:
+        whole = datasets.Dataset.from_file(files[0]["filename"])
+    except (OSError, ValueError):
+        return None
+    if len(whole) == len(ds) and ds._indices is None:
+        return None  # ds is the whole file already
+    if column not in whole.column_names or "file" not in whole.column_names:
+        return None
+    names = whole["file"]
+    position = {name: i for i, name in enumerate(names)}
+    if len(position) != len(names):
+        return None
+    try:
+        rows = [position[name] for name in ds["file"]]
+    except KeyError:
+        return None
+    try:
+        if len(ds[0][column]["array"]) != len(whole[rows[0]][column]["array"]):
+            return None
+    except (KeyError, TypeError):
+        return None
+    return whole, rows
+
+
 def embedding_matrix(ds) -> np.ndarray:
     """The ``embedding`` column as a (N, D) float32 array for sklearn."""
     return np.asarray(ds.with_format("numpy")["embedding"], dtype=np.float32)
@@ -337,5 +420,5 @@ def save_embedding_config(output_dir: str | os.PathLike, model_name_or_path, lay
 
 __all__ = [
     "EMBEDDINGS_VERSION", "EmbeddingSettings", "embedding_matrix", "embeddings_fingerprint",
-    "extract_embeddings", "masked_pool", "model_identity", "save_embedding_config", "select_layers",
+    "embed_splits", "extract_embeddings", "hidden_state_count", "masked_pool", "model_identity", "save_embedding_config", "select_layers",
 ]

@@ -9,7 +9,8 @@ The model families:
 - ``lstm``, ``cnn1d``, ``cnn2d``, ``cnn_lstm``, ``cnn7``: baselines on acoustic features (``features:``);
 - ``classic``: a scikit-learn classifier on per-clip feature vectors (``features.kind`` stats or fft);
 - ``transformer``: any ``AutoModelForAudioClassification`` checkpoint, fine-tuned (optionally with LoRA);
-- ``embedding``: hidden states of a pretrained speech model, pooled, then a scikit-learn classifier.
+- ``embedding``: hidden states of a pretrained speech model, pooled, then a scikit-learn classifier;
+- ``probe``: all pooled hidden states of a frozen encoder, a learned layer mix + small head (``ser_hf.probe``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .data.labels import labels_of
 logger = logging.getLogger(__name__)
 
 BASELINE_FAMILIES = ("lstm", "cnn1d", "cnn2d", "cnn_lstm", "cnn7")
-FAMILIES = BASELINE_FAMILIES + ("classic", "transformer", "embedding")
+FAMILIES = BASELINE_FAMILIES + ("classic", "transformer", "embedding", "probe")
 GENERATED_CACHE_ENV = "SER_HF_CACHE"
 
 
@@ -185,6 +186,10 @@ def run(cfg: DictConfig) -> Path:
         outcome = _run_classic(cfg, model_cfg, data, out)
     elif family == "transformer":
         outcome = _run_transformer(cfg, model_cfg, data, out)
+    elif family == "probe":
+        from .probe import run_probe
+
+        outcome = run_probe(cfg, model_cfg, data, out)
     else:
         outcome = _run_embedding(cfg, model_cfg, data, out)
     outcome.train_seconds = outcome.train_seconds or time.perf_counter() - start
@@ -370,14 +375,14 @@ def _run_transformer(cfg, model_cfg: dict, data: ExperimentData, out: Path) -> O
 
 
 def _run_embedding(cfg, model_cfg: dict, data: ExperimentData, out: Path) -> Outcome:
-    from .embeddings import extract_embeddings
+    from .embeddings import EmbeddingSettings, embed_splits
 
     emb = dict(section(cfg, "embeddings"))
     name = emb.pop("name_or_path", None) or model_cfg.pop("name_or_path", None)
     if not name:
         raise ValueError("the embedding family needs embeddings.name_or_path (a Hub id or a local model folder)")
     sets = {"train": data.train, **_eval_sets(data)}
-    embedded = {k: extract_embeddings(ds, name, **emb) for k, ds in sets.items()}
+    embedded = embed_splits(sets, name, EmbeddingSettings.from_dict(emb))
     clf, predictions, seconds = _fit_classic(model_cfg, data, embedded, "embedding")
 
     def save(model_dir: Path):
