@@ -7,7 +7,12 @@
 - a LoRA adapter folder (``adapter_config.json``, written by ``ser_hf.models.transformer.save_adapter``);
 - a ser_hf baseline network (``config.json`` with ``model_type`` ``ser_*``) + ``feature_config.json``;
 - a classic sklearn model (``model_type`` ``ser_classic``) + ``feature_config.json`` (acoustic features) or
-  ``embedding_config.json`` (pooled hidden states of a speech encoder).
+  ``embedding_config.json`` (pooled hidden states of a speech encoder);
+- a probe (``model_type`` ``ser_probe``): a learned mix of a frozen encoder's pooled hidden states, the
+  encoder named in its config.
+
+Models trained on speaker-normalised embeddings (``embeddings.speaker_norm``) z-score the embeddings of
+all inputs of one call together, as one speaker's clips: pass one speaker's clips per call (at least 2).
 
 ``predict_files`` / ``predict_arrays`` return one record per input, in input order::
 
@@ -35,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_S = 10.0
 DEFAULT_OVERLAP_S = 1.0
-KINDS = ("transformer", "adapter", "baseline", "classic")
+KINDS = ("transformer", "adapter", "baseline", "classic", "probe")
 PRECISIONS = ("fp32", "bf16", "int8", "auto")
 
 
@@ -146,9 +151,31 @@ class Predictor:
         counts = np.bincount(owner, minlength=len(arrays))[:, None]
         return list(_softmax(sums / counts))
 
+    def _embedding_rows(self, arrays: list[np.ndarray], batch_size: int) -> np.ndarray:
+        """Pooled encoder states per input; speaker-normalised over the call's inputs when trained so."""
+        X = self._embed(arrays, batch_size)
+        if not self.embedding_config.get("speaker_norm"):
+            return X
+        if len(X) < 2:
+            raise ValueError(f"{self.model_dir} was trained on speaker-normalised embeddings: pass at least 2 clips "
+                             f"of the speaker in one call (they are z-scored together, as one speaker's clips)")
+        if not self._warned_speaker_norm:
+            logger.warning("%s was trained on speaker-normalised embeddings: the %d inputs of this call are "
+                           "normalised together as one speaker's clips", self.model_dir, len(X))
+            self._warned_speaker_norm = True
+        std = X.std(axis=0)
+        return ((X - X.mean(axis=0)) / np.where(std > 1e-6, std, 1.0)).astype(np.float32)
+
+    @torch.inference_mode()
+    def _probe_scores(self, arrays: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
+        X = self._embedding_rows(arrays, batch_size)
+        logits = np.concatenate([self._forward(input_values=torch.from_numpy(X[i:i + batch_size]))
+                                 for i in range(0, len(X), batch_size)])
+        return list(_softmax(logits.astype(np.float64)))
+
     def _classic_scores(self, arrays: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
         if self.embedding_config is not None:
-            X = self._embed(arrays, batch_size)
+            X = self._embedding_rows(arrays, batch_size)
         else:
             X = np.stack([self._features(a).reshape(-1) for a in arrays])
         return list(self.model.predict_proba(X))
@@ -178,6 +205,8 @@ class Predictor:
             return self._transformer_scores(arrays, batch_size, chunk_s, overlap_s, allow_padding)
         if self.kind == "baseline":
             return self._baseline_scores(arrays, batch_size)
+        if self.kind == "probe":
+            return self._probe_scores(arrays, batch_size)
         return self._classic_scores(arrays, batch_size)
 
     def _record(self, name: str, probs: np.ndarray) -> dict:
@@ -346,13 +375,30 @@ def _load(model_dir: str | os.PathLike, *, device: str | None, local_files_only:
             name = emb.get("name_or_path") or emb.get("model_name_or_path")
             if not name:
                 raise ValueError(f"{model_dir / 'embedding_config.json'} names no name_or_path (the encoder)")
-            emb = {"name_or_path": name, "layers": emb.get("layers", "last"), "pooling": emb.get("pooling", "mean")}
+            emb = {"name_or_path": name, "layers": emb.get("layers", "last"), "pooling": emb.get("pooling", "mean"),
+                   "speaker_norm": bool(emb.get("speaker_norm", False))}
             from ser_hf.models.transformer import load_feature_extractor
 
             fe = load_feature_extractor(name, local_files_only=local_files_only)
             return Predictor("classic", clf, labels, fe.sampling_rate, model_dir, embedding_config=emb, device=dev)
         fcfg = _feature_config(model_dir, found)
         return Predictor("classic", clf, labels, fcfg.sampling_rate, model_dir, feature_config=fcfg, device=dev)
+
+    if model_type == "ser_probe":
+        import ser_hf.models  # noqa: F401  registers the probe with the Auto classes
+        from transformers import AutoModelForAudioClassification
+
+        from ser_hf.models.transformer import load_feature_extractor
+
+        model = AutoModelForAudioClassification.from_pretrained(model_dir, local_files_only=True)
+        if not model.config.encoder_name_or_path:
+            raise ValueError(f"{config_path} names no encoder_name_or_path (the frozen encoder of this probe)")
+        emb = {"name_or_path": model.config.encoder_name_or_path, "layers": "all", "pooling": model.config.pooling,
+               "speaker_norm": model.config.speaker_norm}
+        fe = load_feature_extractor(emb["name_or_path"], local_files_only=local_files_only)
+        labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        return Predictor("probe", model.to(dev).eval(), labels, fe.sampling_rate, model_dir, embedding_config=emb,
+                         device=dev)
 
     if model_type.startswith("ser_"):
         import ser_hf.models  # noqa: F401  registers the baseline configs/models with the Auto classes
