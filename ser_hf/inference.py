@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ser_hf.models.whisper_crop import fixed_input_chunk_s
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_S = 10.0
@@ -97,6 +99,7 @@ class Predictor:
                             overlap_s: float, allow_padding: bool | None) -> list[np.ndarray]:
         from ser_hf.models.transformer import _is_waveform_extractor, chunk_clip, featurize, length_sorted_batches
 
+        chunk_s = fixed_input_chunk_s(self.feature_extractor, chunk_s)  # cropped Whisper: chunks it can see whole
         chunks, owner = [], []
         for i, a in enumerate(arrays):
             pieces = chunk_clip(a, self.sampling_rate, chunk_s, overlap_s) if chunk_s else [a]
@@ -186,7 +189,8 @@ class Predictor:
 
         cfg = self.embedding_config
         if self._encoder is None:
-            self._encoder = _load_encoder(cfg["name_or_path"], cfg["layers"], str(self.device), None)
+            self._encoder = _load_encoder(cfg["name_or_path"], cfg["layers"], str(self.device), None,
+                                          cfg.get("max_duration_s"))
         enc = self._encoder
         exact = enc.waveform and not uses_attention_mask(enc.feature_extractor)
         out: list[np.ndarray | None] = [None] * len(arrays)
@@ -376,7 +380,7 @@ def _load(model_dir: str | os.PathLike, *, device: str | None, local_files_only:
             if not name:
                 raise ValueError(f"{model_dir / 'embedding_config.json'} names no name_or_path (the encoder)")
             emb = {"name_or_path": name, "layers": emb.get("layers", "last"), "pooling": emb.get("pooling", "mean"),
-                   "speaker_norm": bool(emb.get("speaker_norm", False))}
+                   "max_duration_s": emb.get("max_duration_s"), "speaker_norm": bool(emb.get("speaker_norm", False))}
             from ser_hf.models.transformer import load_feature_extractor
 
             fe = load_feature_extractor(name, local_files_only=local_files_only)
@@ -394,7 +398,7 @@ def _load(model_dir: str | os.PathLike, *, device: str | None, local_files_only:
         if not model.config.encoder_name_or_path:
             raise ValueError(f"{config_path} names no encoder_name_or_path (the frozen encoder of this probe)")
         emb = {"name_or_path": model.config.encoder_name_or_path, "layers": "all", "pooling": model.config.pooling,
-               "speaker_norm": model.config.speaker_norm}
+               "speaker_norm": model.config.speaker_norm, "max_duration_s": model.config.max_duration_s}
         fe = load_feature_extractor(emb["name_or_path"], local_files_only=local_files_only)
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         return Predictor("probe", model.to(dev).eval(), labels, fe.sampling_rate, model_dir, embedding_config=emb,

@@ -56,6 +56,7 @@ def run_probe(cfg, model_cfg: dict, data, out: Path):
     from ser_hf.experiment import Outcome, _eval_sets, _softmax
     from ser_hf.losses import balanced_class_weights
     from ser_hf.models import count_parameters
+    from ser_hf.models.ct2_whisper import source_hub_id
     from ser_hf.training import Trainer, TrainerConfig
 
     raw = dict(section(cfg, "embeddings"))
@@ -80,6 +81,7 @@ def run_probe(cfg, model_cfg: dict, data, out: Path):
         num_states=num_states, state_dim=width // num_states,
         id2label=dict(enumerate(data.label_names)), label2id={n: i for i, n in enumerate(data.label_names)},
         encoder_name_or_path=str(name), pooling=settings.pooling, speaker_norm=settings.speaker_norm,
+        max_duration_s=settings.max_duration_s,
         **{k: v for k, v in model_cfg.items() if k != "family"},
     )
     model = ProbeForAudioClassification(config)
@@ -101,7 +103,8 @@ def run_probe(cfg, model_cfg: dict, data, out: Path):
         best.save_pretrained(model_dir)
 
     return Outcome(predictions, save, history=result.history, best_epoch=result.best_epoch,
-                   train_seconds=result.train_seconds, num_parameters=count_parameters(best), base_model=str(name))
+                   train_seconds=result.train_seconds, num_parameters=count_parameters(best),
+                   base_model=source_hub_id(name))
 
 
 __all__ = ["MODEL_KEYS", "ProbeConfig", "ProbeForAudioClassification", "run_probe"]

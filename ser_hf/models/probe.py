@@ -33,6 +33,7 @@ class ProbeConfig(PreTrainedConfig):
     encoder_name_or_path: str | None = None
     pooling: str = "mean"
     speaker_norm: bool = False
+    max_duration_s: float | None = None  # Whisper encoders: the crop (seconds) the states were computed with
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
