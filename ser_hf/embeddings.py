@@ -304,6 +304,12 @@ def extract_embeddings(
     if "embedding" in ds.column_names:
         raise ValueError("dataset already has an 'embedding' column; remove it first "
                          "(ds.remove_columns('embedding'))")
+    if layers == "last" or not isinstance(layers, str):
+        # single states (and lists of them) are rows of the all-states embedding: one cached encoder pass
+        # then serves every layer choice, the probe family and every fold
+        return _states_of_all(ds, model_name_or_path, layers, pooling, batch_size, cache, cache_dir=cache_dir,
+                              device=device, local_files_only=local_files_only, column=column,
+                              max_duration_s=max_duration_s)
     source = _selection_source(ds, column) if cache else None
     if source is not None:
         # ds is a selection (a split, a fold) of an on-disk corpus: embed the whole corpus file once and
@@ -357,6 +363,25 @@ def extract_embeddings(
         desc=f"embeddings ({Path(os.fspath(model_name_or_path)).name}, layers={layers}, {pooling})",
     )
     return datasets.concatenate_datasets([ds, embedded], axis=1)
+
+
+def _states_of_all(ds, model_name_or_path, layers, pooling, batch_size, cache, **kwargs):
+    """``extract_embeddings`` for ``"last"``, an index or a list of indices, sliced from ``layers="all"``."""
+    import datasets
+
+    full = extract_embeddings(ds, model_name_or_path, "all", pooling, batch_size, cache, **kwargs)
+    n = hidden_state_count(model_name_or_path, kwargs.get("local_files_only"))
+    indices = [n - 1] if layers == "last" else [layers] if isinstance(layers, int) else list(layers)
+    for i in indices:
+        if not -n <= i < n:
+            raise ValueError(f"layer index {i} out of range: this model has hidden states 0..{n - 1} "
+                             f"(0 = encoder input, {n - 1} = last layer)")
+    X = embedding_matrix(full)
+    if X.shape[1] % n:
+        raise RuntimeError(f"{model_name_or_path}: {X.shape[1]} pooled values per clip are not {n} hidden states")
+    X = X.reshape(len(X), n, -1)[:, indices].reshape(len(X), -1)
+    return full.remove_columns("embedding").add_column(
+        "embedding", list(X), feature=datasets.List(datasets.Value("float32")))
 
 
 def embed_splits(sets: dict[str, Any], name_or_path, settings, **kwargs) -> dict[str, Any]:

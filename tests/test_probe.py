@@ -167,9 +167,14 @@ def test_all_layers_are_every_state_pooled(hubert_dir, tmp_path):
     ds = _ds([8000, 12000], ["a", "b"])
     every = emb.embedding_matrix(emb.extract_embeddings(ds, hubert_dir, layers="all", cache_dir=tmp_path))
     assert emb.hidden_state_count(hubert_dir) == 3 and every.shape == (2, 3 * 32)
+    encoder = emb._load_encoder(str(hubert_dir), "last", "cpu", None)
     for i in range(3):
+        direct = np.stack([encoder([np.asarray(a["array"], np.float32)], 16000, i, "mean")[0] for a in ds["audio"]])
+        np.testing.assert_allclose(every[:, 32 * i:32 * (i + 1)], direct, atol=1e-5)
         one = emb.embedding_matrix(emb.extract_embeddings(ds, hubert_dir, layers=i, cache_dir=tmp_path))
-        np.testing.assert_allclose(every[:, 32 * i:32 * (i + 1)], one, atol=1e-5)
+        np.testing.assert_array_equal(one, every[:, 32 * i:32 * (i + 1)])  # sliced from the cached pass
+    both = emb.embedding_matrix(emb.extract_embeddings(ds, hubert_dir, layers=[2, 0], cache_dir=tmp_path))
+    np.testing.assert_array_equal(both, np.concatenate([every[:, 64:], every[:, :32]], axis=1))
 
 
 def test_speaker_norm_zscores_each_speaker(hubert_dir, tmp_path):
