@@ -218,3 +218,28 @@ def test_probe_config_errors(tmp_path, monkeypatch):
         run(load_config([*base, "embeddings.layers=2"]))
     with pytest.raises(ValueError, match=r"unknown model option\(s\) \['heads'\]"):
         run(load_config([*base, "model.heads=mlp"]))
+
+
+def test_whisper_svm_recipe_runs_with_speaker_norm_and_predicts(tmp_path, monkeypatch):
+    """whisper_svm_emodb as users run it (tiny Whisper): speaker-normalised middle layer, C searched on training
+    speakers; its saved model predicts one speaker's clips as the run scored them."""
+    from ser_hf.experiment import run
+    from ser_hf.inference import load_for_inference
+
+    monkeypatch.setenv("SER_HF_CACHE", str(tmp_path / "cache"))
+    model_dir = tiny_short_whisper(tmp_path / "encoder")
+    out = run(load_config(["recipe=whisper_svm_emodb", f"embeddings.name_or_path={model_dir}",
+                           "data.synthetic={speakers:6,per_class:2,seed:0}", f"data.cache_dir={tmp_path / 'ds'}",
+                           *QUIET, f"output_dir={tmp_path / 'run'}"]))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model_family"] == "embedding" and metrics["test"]["num_examples"] > 0
+    saved = json.loads((out / "model" / "embedding_config.json").read_text())
+    assert saved["layers"] == 2 and saved["speaker_norm"] is True and saved["max_duration_s"] == 4
+    rows = [r for r in csv.DictReader(open(out / "predictions.csv")) if r["split"] == "test"]
+    mine = [r for r in rows if r["speaker_id"] == rows[0]["speaker_id"]]
+    (corpus,) = (tmp_path / "cache" / "generated").iterdir()
+    predictor = load_for_inference(out / "model", device="cpu")
+    records = predictor.predict_files([corpus / r["file"] for r in mine])
+    for r, rec in zip(mine, records):
+        expected = [float(r[f"prob_{n}"]) for n in predictor.label_names]
+        np.testing.assert_allclose([rec["scores"][n] for n in predictor.label_names], expected, atol=1e-4)
