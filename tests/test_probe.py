@@ -228,13 +228,13 @@ def test_whisper_svm_recipe_runs_with_speaker_norm_and_predicts(tmp_path, monkey
 
     monkeypatch.setenv("SER_HF_CACHE", str(tmp_path / "cache"))
     model_dir = tiny_short_whisper(tmp_path / "encoder")
-    out = run(load_config(["recipe=whisper_svm_emodb", f"embeddings.name_or_path={model_dir}",
+    out = run(load_config(["recipe=whisper_svm_emodb", f"embeddings.name_or_path={model_dir}", "embeddings.layers=[1,2]",
                            "data.synthetic={speakers:6,per_class:2,seed:0}", f"data.cache_dir={tmp_path / 'ds'}",
                            *QUIET, f"output_dir={tmp_path / 'run'}"]))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["model_family"] == "embedding" and metrics["test"]["num_examples"] > 0
     saved = json.loads((out / "model" / "embedding_config.json").read_text())
-    assert saved["layers"] == 2 and saved["speaker_norm"] is True and saved["max_duration_s"] == 4
+    assert saved["layers"] == [1, 2] and saved["speaker_norm"] is True and saved["max_duration_s"] == 4
     rows = [r for r in csv.DictReader(open(out / "predictions.csv")) if r["split"] == "test"]
     mine = [r for r in rows if r["speaker_id"] == rows[0]["speaker_id"]]
     (corpus,) = (tmp_path / "cache" / "generated").iterdir()
