@@ -89,8 +89,13 @@ def test_finetuned_cropped_model_predicts_like_the_pipeline(tmp_path):
                             "trainer": {"max_epochs": 1, "batch_size": 3, "learning_rate": 1e-3, "optimizer": "adamw",
                                         "log_with": None, "progress_bar": False}})
     base = tiny_whisper(tmp_path / "base")
+    # as written by scripts/convert_whisper_ct2.py: the card's base_model is the Hub id, not the local folder
+    config_path = base / "config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()),
+                                       "ser_hf_conversion": {"source_hub_id": "openai/whisper-tiny.en"}}))
     outcome = tf.run_finetune(cfg, {"name_or_path": str(base), "max_duration_s": 2.0, "eval_chunk_s": 2.0,
                                     "freeze_feature_encoder": False}, data, tmp_path / "run")
+    assert outcome.base_model == "openai/whisper-tiny.en"
     outcome.save(tmp_path / "model")
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     pre = json.loads((tmp_path / "model" / "preprocessor_config.json").read_text())
