@@ -22,17 +22,22 @@ scores differ in sharpness; averaging them is the plain late fusion the SER lite
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from ser_hf.crossval import RunResult, discover_runs, load_run, summarize_folds
-from ser_hf.reporting import PREDICTIONS_FILE, read_predictions, write_json, write_predictions, write_report
+from ser_hf.reporting import (
+    PREDICTIONS_FILE,
+    read_predictions,
+    write_json,
+    write_predictions,
+    write_report,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +193,7 @@ def ensemble(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike, wei
     for k in folds:
         runs = [m.runs[k] for m in members]
         splits = ["test"] + (["validation"] if all(has_val[(i, k)] for i in range(len(members))) else [])
-        fused, w = {}, np.full(len(members), 1.0 / len(members))
+        w = np.full(len(members), 1.0 / len(members))
         keys_of = {}
         for split in splits:
             keys_of[split] = [(r["corpus"], r["file"]) for r in _rows(runs[0], split)]

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import threading
 import warnings
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import numpy as np
 
-__all__ = ["FEATURE_SETS", "LEVELS", "check_config", "extract_batch", "feature_names", "feature_shape",
+__all__ = ["FEATURE_SETS", "LEVELS", "check_config", "clear_memo", "extract_batch", "feature_names", "feature_shape",
            "is_vector"]
 
 # ``level`` values of the recipe and the opensmile.FeatureLevel member each selects.
@@ -40,6 +40,9 @@ def _feature_sets() -> tuple[str, ...]:
 
 
 FEATURE_SETS = ("eGeMAPSv02", "ComParE_2016")  # the documented ones; any opensmile.FeatureSet name works
+# Sets that define LLD deltas (opensmile 2.6: asking the (e)GeMAPS sets for them crashes the process with a
+# segmentation fault inside SMILExtract, so the config refuses them up front).
+DELTA_SETS = ("ComParE_2016", "emobase", "IS09", "IS10", "IS13")
 
 
 def check_config(cfg: Any) -> list[str]:
@@ -50,11 +53,8 @@ def check_config(cfg: Any) -> list[str]:
         problems.append(f"feature_set={cfg.feature_set!r} is not an openSMILE feature set; valid: {list(valid)}")
     if cfg.level not in LEVELS:
         problems.append(f"level={cfg.level!r} is not one of {list(LEVELS)}")
-    if not problems and cfg.level == "lld_deltas":
-        try:
-            _smile(cfg.feature_set, cfg.level, threading.get_ident())
-        except Exception as err:  # opensmile raises a plain error for sets without deltas
-            problems.append(f"feature_set={cfg.feature_set!r} has no level=lld_deltas ({err})")
+    if not problems and cfg.level == "lld_deltas" and cfg.feature_set not in DELTA_SETS:
+        problems.append(f"feature_set={cfg.feature_set!r} has no level=lld_deltas; sets with deltas: {list(DELTA_SETS)}")
     if cfg.window_frames is not None and cfg.level == "functionals":
         problems.append("level=functionals gives one vector per clip: set window_frames to null")
     return problems
@@ -65,7 +65,7 @@ def is_vector(cfg: Any) -> bool:
     return cfg.level == "functionals"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _smile(feature_set: str, level: str, thread: int):
     """One ``opensmile.Smile`` per (set, level, thread): the feature map runs clips on several threads."""
     import opensmile
@@ -112,11 +112,52 @@ def feature_shape(cfg: Any, num_samples: int | None, windowed: bool = False) -> 
     return (_frames(cfg.feature_set, cfg.level, cfg.sampling_rate, int(num_samples)), d)
 
 
+# In-process memo of functionals by clip content. datasets caches a feature map per input fingerprint, and
+# every cross-validation fold selects the corpus's clips into new splits, so each fold would run openSMILE
+# (~0.2 s a clip, 10-50x the stats kind) on every clip again; crossval runs its folds in one process, so
+# this memo makes folds 2..k free. Keyed by the preprocessed samples and every field openSMILE sees; openSMILE
+# is deterministic (tests/test_features_opensmile.py checks cached == fresh), so it changes no number.
+_MEMO: dict[bytes, np.ndarray] = {}
+_MEMO_MAX_BYTES = 512 << 20
+_memo_bytes = 0
+_memo_lock = threading.Lock()
+
+
+def _memo_key(clip: np.ndarray, cfg: Any) -> bytes:
+    import hashlib
+
+    h = hashlib.blake2b(np.ascontiguousarray(clip, dtype=np.float32).tobytes(), digest_size=20)
+    h.update(f"{cfg.feature_set}|{cfg.level}|{cfg.sampling_rate}".encode())
+    return h.digest()
+
+
+def _cached_process(clip: np.ndarray, cfg: Any) -> np.ndarray:
+    global _memo_bytes
+    key = _memo_key(clip, cfg)
+    hit = _MEMO.get(key)
+    if hit is not None:
+        return hit
+    values = _process(clip, cfg)
+    with _memo_lock:
+        if _memo_bytes + values.nbytes <= _MEMO_MAX_BYTES:
+            _MEMO[key] = values
+            _memo_bytes += values.nbytes
+    return values
+
+
+def clear_memo() -> None:
+    """Forget memoised features (tests use it to compare with a truly fresh extraction)."""
+    global _memo_bytes
+    with _memo_lock:
+        _MEMO.clear()
+        _memo_bytes = 0
+
+
 def extract_batch(y: np.ndarray, cfg: Any) -> np.ndarray:
     """Features of a (B, n) batch of preprocessed equal-length clips -> (B, D) or (B, T, D), float32."""
     out = []
     for clip in y:
-        values = _process(clip, cfg)
+        values = _cached_process(clip, cfg)
         if not np.isfinite(values).all():
             raise ValueError(
                 f"openSMILE {cfg.feature_set} ({cfg.level}) returned NaN/inf for a clip of {len(clip)} samples "

@@ -71,7 +71,7 @@ def test_equal_weights_average_probabilities_and_compare_reads_the_folds(tmp_pat
 
 
 def test_refuses_mismatched_fold_plans(tmp_path, two_members):
-    a, b, pa, pb, labels = two_members
+    a, _, pa, pb, labels = two_members
     rng = np.random.default_rng(1)
     fewer = fake_cv(tmp_path, "C", {k: pa[k] for k in (1, 2)}, labels)
     with pytest.raises(ValueError, match=r"folds \[1, 2, 3\].*'C'.*folds \[1, 2\]"):

@@ -16,6 +16,7 @@ from ser_hf.features import (
     make_windows,
     preprocess,
 )
+from ser_hf.features_opensmile import clear_memo
 
 SR = 16000
 
@@ -61,6 +62,7 @@ def test_egemaps_functionals_have_88_named_columns_identical_from_cache_and_fres
     assert again.cache_files == first.cache_files and first.cache_files  # second call loads the cache
     cached = np.asarray(again.with_format("numpy")["features"][:])
     assert cached.shape == (3, 88) and cached.dtype == np.float32
+    clear_memo()  # a truly fresh extraction, not the in-process memo of the feature map's results
     fresh = np.stack([extract(a["array"], a["sampling_rate"], cfg) for a in src["audio"]])
     np.testing.assert_array_equal(cached, fresh)
     # and exactly openSMILE's own numbers on the same preprocessed (resampled, trimmed) array
@@ -101,6 +103,10 @@ def test_speaker_normalisation_and_errors(hf_cache):
         FeatureConfig(kind="opensmile", feature_set="eGeMAPS_v9")
     with pytest.raises(ValueError, match="level='frames'"):
         FeatureConfig(kind="opensmile", level="frames")
+    with pytest.raises(ValueError, match="has no level=lld_deltas"):
+        FeatureConfig(kind="opensmile", feature_set="eGeMAPSv02", level="lld_deltas")
+    assert extract(voice(16000, 150), SR, FeatureConfig(kind="opensmile", feature_set="IS09",
+                                                        level="lld_deltas")).shape[1] == 16
     with pytest.raises(ValueError, match="level=functionals gives one vector per clip"):
         FeatureConfig(kind="opensmile", window_frames=10)
     with pytest.raises(ValueError, match="too short for this feature set"):
