@@ -131,3 +131,29 @@ def test_egemaps_svm_learns_generated_emotions(generated, hf_cache):
     clf = ClassicClassifier("svm", num_labels=7, kernel="linear", C=0.1).fit(x_tr, np.asarray(tr["label"]))
     f1 = compute_metrics(np.asarray(te["label"]), clf.predict(x_te), [str(i) for i in range(7)])["macro_f1"]
     assert f1 > 0.4, f1  # chance is 1/7
+
+
+@pytest.mark.slow
+def test_lstm_on_egemaps_lld_trains_and_predicts_like_its_run(tmp_path, monkeypatch):
+    """Sequence baselines take LLD frames; the saved model predicts a file exactly as the run scored it."""
+    import csv
+    import json
+
+    from ser_hf.config import load_config
+    from ser_hf.experiment import run
+    from ser_hf.inference import predict_files
+
+    monkeypatch.setenv("SER_HF_CACHE", str(tmp_path / "cache"))
+    out = run(load_config([
+        "recipe=lstm_ravdess", "data.synthetic={speakers:4,per_class:1,seed:0}", f"data.cache_dir={tmp_path / 'ds'}",
+        "features.kind=opensmile", "features.feature_set=eGeMAPSv02", "features.level=lld", "features.duration_s=1.0",
+        "trainer.max_epochs=1", "trainer.progress_bar=false", "trainer.log_with=null", f"output_dir={tmp_path / 'run'}"]))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["features"]["kind"] == "opensmile" and metrics["test"]["num_examples"] > 0
+    with (out / "predictions.csv").open() as fh:
+        rows = [r for r in csv.DictReader(fh) if r["split"] == "test"][:2]
+    paths = [next((tmp_path / "cache").rglob(r["file"])) for r in rows]
+    got = predict_files(paths, out / "model")
+    for r, g in zip(rows, got):
+        probs = [float(r[k]) for k in r if k.startswith("prob_")]
+        np.testing.assert_allclose([g["scores"][k[5:]] for k in r if k.startswith("prob_")], probs, atol=1e-5)
