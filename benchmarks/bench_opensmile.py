@@ -22,17 +22,17 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-STATS = dict(kind="stats", trim_db=40, n_fft=512, hop_length=160, n_mels=40, n_mfcc=20,
-             stats_descriptors=["mfcc", "delta_mfcc", "rms", "zcr", "centroid", "rolloff", "flatness", "logmel",
+STATS = {"kind": "stats", "trim_db": 40, "n_fft": 512, "hop_length": 160, "n_mels": 40, "n_mfcc": 20,
+             "stats_descriptors": ["mfcc", "delta_mfcc", "rms", "zcr", "centroid", "rolloff", "flatness", "logmel",
                                 "bandwidth", "contrast"],
-             stats=["mean", "std", "min", "max", "median", "p5", "p25", "p75", "p95", "skew", "kurtosis",
-                    "delta_mean", "delta_std"])
+             "stats": ["mean", "std", "min", "max", "median", "p5", "p25", "p75", "p95", "skew", "kurtosis",
+                    "delta_mean", "delta_std"]}
 KINDS = {
     "stats (svm_stats_spknorm, no F0)": {**STATS, "f0": False},
     "stats + F0 (svm_stats_spknorm as written)": {**STATS, "f0": True},
-    "opensmile eGeMAPSv02 functionals": dict(kind="opensmile", feature_set="eGeMAPSv02", trim_db=40),
-    "opensmile ComParE_2016 functionals": dict(kind="opensmile", feature_set="ComParE_2016", trim_db=40),
-    "opensmile eGeMAPSv02 lld": dict(kind="opensmile", feature_set="eGeMAPSv02", level="lld", trim_db=40),
+    "opensmile eGeMAPSv02 functionals": {"kind": "opensmile", "feature_set": "eGeMAPSv02", "trim_db": 40},
+    "opensmile ComParE_2016 functionals": {"kind": "opensmile", "feature_set": "ComParE_2016", "trim_db": 40},
+    "opensmile eGeMAPSv02 lld": {"kind": "opensmile", "feature_set": "eGeMAPSv02", "level": "lld", "trim_db": 40},
 }
 
 
