@@ -384,7 +384,9 @@ def _run_embedding(cfg, model_cfg: dict, data: ExperimentData, out: Path) -> Out
         clf.save_pretrained(model_dir)
         (model_dir / "embedding_config.json").write_text(json.dumps({"name_or_path": name, **emb}, indent=2))
 
-    return Outcome(predictions, save, train_seconds=seconds, base_model=name)
+    from .models.ct2_whisper import source_hub_id
+
+    return Outcome(predictions, save, train_seconds=seconds, base_model=source_hub_id(name))
 
 
 # ---------------------------------------------------------------------------------------- outputs
