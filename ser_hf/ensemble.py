@@ -165,9 +165,10 @@ def _speakers(runs: Sequence[RunResult]) -> dict:
     return {"train": train, "validation": val, "test": runs[0].test_speakers}
 
 
-def ensemble(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike, weights: str = "equal",
+def ensemble(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike | None = None, weights: str = "equal",
              name: str | None = None) -> Path:
-    """Fuse the members at ``paths`` fold by fold into ``out_dir`` (see the module docstring); returns it."""
+    """Fuse the members at ``paths`` fold by fold into ``out_dir`` (default ``runs/ensembles/<name>-<weights>``;
+    see the module docstring); returns it."""
     from ser_hf.metrics import compute_metrics
 
     if weights not in WEIGHTS:
@@ -187,7 +188,7 @@ def ensemble(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike, wei
                     f"weights=validation: {members[i].where(k)} has no validation predictions (no split=validation "
                     f"rows in {members[i].runs[k].run_dir / PREDICTIONS_FILE}); re-run that member with "
                     "model.train_on_validation=false, or use weights=equal")
-    out = Path(out_dir)
+    out = Path(out_dir) if out_dir else Path("runs") / "ensembles" / f"{name}-{weights}"
     fold_dirs, manifest = [], {"members": [{"recipe": n, "path": str(m.path)} for n, m in zip(names, members)],
                                "weights": weights, "folds": {}}
     for k in folds:
@@ -246,5 +247,4 @@ def ensemble_from_args(args: Sequence[str]) -> Path:
     opts = parse_key_values(list(args), required=("runs",), optional={"weights": str, "output_dir": str, "name": str})
     runs = _list_arg(opts["runs"])
     weights = opts.get("weights", "equal")
-    out = opts.get("output_dir") or str(Path("runs") / "ensembles" / f"{'+'.join(Path(r).parent.name or Path(r).name for r in runs)}-{weights}")
-    return ensemble(runs, out, weights=weights, name=opts.get("name"))
+    return ensemble(runs, opts.get("output_dir"), weights=weights, name=opts.get("name"))
