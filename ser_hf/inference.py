@@ -313,6 +313,10 @@ def load_for_inference(model_dir: str | os.PathLike, *, device: str | None = Non
     precision = precision or "fp32"
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: use one of {PRECISIONS}")
+    if Path(model_dir).is_dir():  # sha256 of the weights as saved (ser_hf.runfolder): damage is named, not loaded
+        from ser_hf.runfolder import verify_checksums
+
+        verify_checksums(model_dir)
     predictor = _load(model_dir, device=device, local_files_only=local_files_only)
     if precision == "auto":
         precision = auto_precision(predictor.kind, predictor.device)
