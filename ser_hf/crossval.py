@@ -34,7 +34,7 @@ SUMMARY_MD = "crossval_summary.md"
 POOLED_CM_PNG = "confusion_matrix_pooled.png"
 
 # Splits whose folds partition the speakers: their test speakers must be disjoint across folds.
-FOLD_SPLITS = ("loso", "kfold")
+FOLD_SPLITS = ("loso", "kfold", "session")
 # Keys of metrics.json this module needs; anything else in the file is passed through untouched.
 REQUIRED_METRICS_KEYS = ("recipe", "corpus", "split", "fold", "seed", "speakers", "label_names", "test")
 REQUIRED_TEST_KEYS = ("macro_f1", "accuracy", "uar")
@@ -470,8 +470,9 @@ def _summary_markdown(s: dict) -> str:
 
 
 def default_fold_split(corpus: str) -> str:
-    """The fold protocol used when a recipe's split has no folds: EmoBox folds for RAVDESS, LOSO otherwise."""
-    return "kfold" if corpus == "ravdess" else "loso"
+    """The fold protocol used when a recipe's split has no folds: EmoBox folds for RAVDESS, leave-one-session-out
+    for IEMOCAP, LOSO otherwise."""
+    return {"ravdess": "kfold", "iemocap": "session"}.get(corpus, "loso")
 
 
 @dataclass
