@@ -200,3 +200,32 @@ def test_emodb_manifest_equals_emodb_builder_two_folds(shared_data, tmp_path, mo
 @pytest.mark.shared_data
 def test_emodb_manifest_equals_emodb_builder_every_fold(shared_data, tmp_path, monkeypatch):
     _equal_folds(shared_data, tmp_path, monkeypatch, folds=range(1, 11))
+
+
+def ccc(a, b):
+    return 2 * np.cov(a, b, bias=True)[0, 1] / (a.var() + b.var() + (a.mean() - b.mean()) ** 2)
+
+
+def test_generated_dimensions_follow_the_audio(tmp_path, hf_cache):
+    """A/V/D of the generated corpora are predictable from the audio on held-out speakers (ridge on statistics)."""
+    from datasets import concatenate_datasets
+    from sklearn.linear_model import RidgeCV
+
+    from ser_hf.features import FeatureConfig, extract
+
+    data_dir = generate_corpus("manifest", tmp_path / "m", speakers=8, per_class=4)
+    ds = load_corpus("manifest", None, manifest=str(data_dir / "manifest.csv"))
+    cfg = FeatureConfig(kind="stats", n_fft=512, hop_length=160, n_mels=40, n_mfcc=20)
+
+    def xy(part):
+        x = np.stack([extract(a["array"], 16000, cfg) for a in part["audio"]])
+        spk = np.asarray(part["speaker_id"])
+        for s in set(spk):  # per-speaker normalisation: the ratings are relative to each speaker's voice
+            x[spk == s] = (x[spk == s] - x[spk == s].mean(0)) / (x[spk == s].std(0) + 1e-6)
+        return x, np.stack([part[k] for k in ("arousal", "valence", "dominance")], 1)
+
+    x_train, y_train = xy(concatenate_datasets([ds["train"], ds["validation"]]))
+    x_test, y_test = xy(ds["test"])
+    pred = RidgeCV(alphas=np.logspace(-2, 3, 12)).fit(x_train, y_train).predict(x_test)
+    scores = [ccc(pred[:, i], y_test[:, i]) for i in range(3)]
+    assert min(scores) > 0.5, scores
