@@ -126,7 +126,6 @@ def test_bad_manifests_fail_naming_the_problem(tmp_path, hf_cache):
     with pytest.raises(ValueError, match="no usable row.*clips.tsv line 2: no such file"):
         load_corpus("manifest", None, manifest=str(tsv))
     nosplit = tmp_path / "nosplit.csv"
-    nosplit.write_text("path,label,speaker\na.wav,sad,s1\na.wav,angry,s2\n")
     nosplit.write_text("path,label,speaker\na.wav,sad,s1\n" + "".join(
         f"{write_wav(tmp_path / f'x{i}.wav').name},{'sad' if i % 2 else 'angry'},s{i % 3}\n" for i in range(6)))
     with pytest.raises(ValueError, match="needs a 'split' column"):

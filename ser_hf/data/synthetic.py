@@ -64,7 +64,7 @@ from ser_hf.data.labels import (
     TESS_CODES,
     check_corpus,
 )
-from ser_hf.data.splits import CREMA_D_AUDB, EMODB_GENDERS, EMOVO_SPEAKERS, SAVEE_SPEAKERS, TESS_SPEAKERS
+from ser_hf.data.splits import CREMA_D_AUDB, EMODB_GENDERS, SAVEE_SPEAKERS, TESS_SPEAKERS
 
 logger = logging.getLogger(__name__)
 
