@@ -18,6 +18,8 @@ CORPORA = PUBLISHED_CORPORA + USER_CORPORA
 # Corpora whose rows carry arousal / valence / dominance (NaN where a row has none).
 DIMENSIONAL_CORPORA = ("iemocap", "msp_podcast", "manifest")
 DIMENSIONS = ("arousal", "valence", "dominance")
+# The rating scale of each corpus's dimensions (the generated twins use the same); manifest: the user's own.
+DIMENSION_SCALES = {"iemocap": (1.0, 5.0), "msp_podcast": (1.0, 7.0)}
 
 COMMON_LABELS = ["angry", "disgust", "fear", "happy", "neutral", "sad"]
 
