@@ -185,8 +185,11 @@ def _equal_folds(shared_data, tmp_path, monkeypatch, folds):
         assert ma["speakers"] == mb["speakers"], fold
         assert ma["label_names"] == mb["label_names"]
         assert mb["test"]["macro_f1"] == pytest.approx(ma["test"]["macro_f1"], abs=1e-12), fold
-        assert mb["validation"]["macro_f1"] == pytest.approx(ma["validation"]["macro_f1"], abs=1e-12), fold
+        assert mb["test"]["confusion_matrix"] == ma["test"]["confusion_matrix"], fold
+        assert ("validation" in ma) == ("validation" in mb)  # classic models train on train+validation
         assert not mb["leaky"]
+        print(f"fold {fold}: test {ma['speakers']['test']} macro-F1 emodb {ma['test']['macro_f1']:.4f} "
+              f"manifest {mb['test']['macro_f1']:.4f}")
         shutil.rmtree(a / "model"), shutil.rmtree(b / "model")
 
 
