@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,12 +98,17 @@ def load_data(data: DataConfig, seed: int) -> ExperimentData:
         logger.info("cross/multi-corpus run: using the common label set %s", labels_of(data.corpus, "common"))
 
     def load(corpus, data_dir, synthetic=None, split=data.split, fold=data.fold, builder=None):
-        return load_corpus(corpus, _corpus_dir(corpus, data_dir, synthetic), split=split, fold=fold,
+        root = _corpus_dir(corpus, data_dir, synthetic)
+        if synthetic is not None:  # a generated manifest/folder corpus: its manifest file, its speaker regex
+            from .data.synthetic import builder_options
+
+            builder = {**builder_options(corpus, root), **(builder or {})}
+        return load_corpus(corpus, root, split=split, fold=fold,
                            sampling_rate=data.sampling_rate, label_set=label_set, cache_dir=data.cache_dir,
                            num_proc=data.num_proc, seed=seed, **(builder or {}))
 
     with process_state().main_process_first():
-        main = load(data.corpus, data.data_dir, data.synthetic, builder=data.builder)
+        main = load(data.corpus, data.data_dir, data.synthetic, builder={**data.builder, **data.corpus_options()})
         trains, vals = [main["train"]], [main["validation"]]
         infos = {data.corpus: main.info.to_dict()}
         tests = {data.corpus: main["test"]}
@@ -130,6 +136,7 @@ def load_data(data: DataConfig, seed: int) -> ExperimentData:
         "split": main.info.split,
         "fold": main.info.fold,
         "leaky": main.info.leaky,
+        "leaky_reason": main.info.leaky_reason,
         "label_set": label_set,
         "speakers": main.info.speakers,
         "skipped": [s for i in infos.values() for s in i.get("skipped", [])],
@@ -160,7 +167,7 @@ def _common_columns(ds):
 
 def run(cfg: DictConfig) -> Path:
     """Train and evaluate the recipe in ``cfg`` (see :func:`ser_hf.config.load_config`); returns the run folder."""
-    from accelerate.utils import set_seed
+    from .runfolder import claim, parse_bool
 
     out = Path(cfg.output_dir)
     state = process_state()
@@ -169,13 +176,54 @@ def run(cfg: DictConfig) -> Path:
     family = model_cfg.pop("family", None)
     if family not in FAMILIES:
         raise ValueError(f"model.family={family!r} is not one of {FAMILIES}")
+    # The folder becomes this run's (lock, fingerprint, finished-run checks) before anything is written to it.
+    lock = claim(out, cfg, resume=parse_bool(cfg.get("resume", False), "resume"),
+                 overwrite=parse_bool(cfg.get("overwrite", False), "overwrite"), main_process=state.is_main_process)
+    try:
+        return _run_claimed(cfg, out, state, data_cfg, model_cfg, family)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def experiment_files(data: ExperimentData) -> list[str]:
+    """Every clip of an experiment (train, validation, tests) as ``corpus/file``: the data fingerprint's list."""
+    from .runfolder import clip_files
+
+    return clip_files([data.train, data.validation, *data.tests.values()], data.info.get("corpus"))
+
+
+def _min_clip_s(cfg, family: str) -> float:
+    """The shortest clip a family reads meaningfully: one analysis frame (``features.n_fft``) for feature
+    families, 25 ms (a speech encoder's first frame) for transformers and embeddings."""
+    if family in ("transformer", "embedding"):
+        return 0.025
+    from .features import FeatureConfig
+
+    fcfg = FeatureConfig.from_dict({"sampling_rate": int(cfg.data.sampling_rate), **section(cfg, "features")})
+    return fcfg.n_fft / fcfg.sampling_rate
+
+
+def _run_claimed(cfg, out: Path, state, data_cfg: DataConfig, model_cfg: dict, family: str) -> Path:
+    from accelerate.utils import set_seed
+
+    from .runfolder import atomic_write, check_data, data_fingerprint, too_short_clips, write_fingerprint
+
     set_seed(int(cfg.seed))
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+        atomic_write(out / "config.yaml", OmegaConf.to_yaml(cfg))
+        write_fingerprint(out, cfg)
     logger.info("recipe %s -> %s", cfg.recipe_name, out)
 
     data = load_data(data_cfg, int(cfg.seed))
+    data.info["too_short"] = too_short_clips([data.train, data.validation, *data.tests.values()],
+                                             _min_clip_s(cfg, family))
+    data_fp = data_fingerprint(data.info, experiment_files(data))
+    check_data(out, data_fp)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        write_fingerprint(out, cfg, data_fp)
     if len(data.train) == 0:
         raise ValueError(f"the training split of {data_cfg.corpus} is empty (speakers: {data.info['speakers']}); "
                          "check data.data_dir, data.split and data.fold")
@@ -267,20 +315,27 @@ def _torch_loader(ds, tcfg, train: bool, spec: dict | None = None):
     from .augment import SPEC_KEYS, spec_augment
     from .training import make_dataloader
 
+    files = dict(zip(ds["clip_id"], ds["file"])) if "file" in ds.column_names else None  # names clips in errors
     ds = ds.with_format("torch", columns=["features", "label", "clip_id"])
     spec = dict(spec or {})
     bad = sorted(set(spec) - set(SPEC_KEYS))
     if bad:
         raise ValueError(f"augment.spec_augment: unknown key(s) {bad}; valid keys: {list(SPEC_KEYS)}")
 
+
+    from .collate import pad_features
+
     def collate(rows):
-        x = torch.stack([r["features"] for r in rows]).float()
+        x, mask = pad_features([r["features"] for r in rows], [int(r["clip_id"]) for r in rows], files)
         if train and spec:
             axes = {"time_axis": -1, "freq_axis": -2} if x.ndim == 4 else {"time_axis": 1, "freq_axis": 2}
             x = spec_augment(x, generator=None, **{"time_masks": 0, "time_width": 0, "freq_masks": 0,
                                                    "freq_width": 0, **spec}, **axes)
-        return {"input_values": x, "labels": torch.stack([r["label"] for r in rows]).long(),
-                "clip_id": torch.stack([r["clip_id"] for r in rows]).long()}
+        batch = {"input_values": x, "labels": torch.stack([r["label"] for r in rows]).long(),
+                 "clip_id": torch.stack([r["clip_id"] for r in rows]).long()}
+        if mask is not None:
+            batch["attention_mask"] = mask
+        return batch
 
     return make_dataloader(ds, tcfg, train=train, collate_fn=collate)
 
@@ -300,7 +355,10 @@ def _run_baseline(cfg, family: str, model_cfg: dict, data: ExperimentData, out: 
     train_loader = _torch_loader(windows["train"], tcfg, train=True, spec=spec)
     eval_loaders = {name: _torch_loader(ds, tcfg, train=False) for name, ds in windows.items() if name != "train"}
     trainer = Trainer(model, tcfg, out, class_weights=balanced_class_weights(feats["train"]["label"], len(data.label_names)))
-    result = trainer.fit(train_loader, eval_loaders.get("validation"), resume=bool(cfg.get("resume", False)))
+    from .runfolder import parse_bool
+
+    result = trainer.fit(train_loader, eval_loaders.get("validation"),
+                         resume=parse_bool(cfg.get("resume", False), "resume"))
     predictions = {}
     sets = _eval_sets(data)
     for name, loader in eval_loaders.items():
@@ -409,9 +467,11 @@ def _write_outputs(cfg, family: str, data: ExperimentData, outcome: Outcome, out
         "fold": data.info["fold"],
         "seed": int(cfg.seed),
         "leaky": bool(data.info["leaky"]),
+        "leaky_reason": data.info.get("leaky_reason", ""),
         "label_set": data.info["label_set"],
         "speakers": data.info["speakers"],
         "skipped": data.info["skipped"],
+        "too_short": data.info.get("too_short", []),
         "best_epoch": outcome.best_epoch,
         "train_seconds": round(float(outcome.train_seconds or 0.0), 3),
         "model_family": family,
@@ -440,16 +500,21 @@ def _write_outputs(cfg, family: str, data: ExperimentData, outcome: Outcome, out
     write_predictions(out / "predictions.csv", rows, label_names=names)
     if outcome.history:
         write_json(out / "history.json", outcome.history)
-    model_dir = out / "model"
-    model_dir.mkdir(parents=True, exist_ok=True)
-    outcome.save(model_dir)
-    write_report(out, metrics, outcome.history)
     hub = section(cfg, "hub")
     from .hub import model_card, push_to_hub
+    from .runfolder import replace_dir, write_checksums
 
+    # The model folder is built aside, with sha256 checksums of its weights, and swapped in whole.
+    model_dir, tmp_dir = out / "model", out / ".model.tmp"
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    tmp_dir.mkdir(parents=True)
+    outcome.save(tmp_dir)
+    write_checksums(tmp_dir)
     card = model_card(metrics, base_model=outcome.base_model, repo_id=hub.get("repo_id"),
                       dataset_name=data.info["corpus"])
-    card.save(model_dir / "README.md")
+    card.save(tmp_dir / "README.md")
+    replace_dir(tmp_dir, model_dir)
+    write_report(out, metrics, outcome.history)
     if hub.get("push"):
         if not hub.get("repo_id"):
             raise ValueError("hub.push=true needs hub.repo_id=ORG/NAME")
@@ -472,4 +537,8 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from .config import run_cli
+
+    run_cli(main, sys.argv[1:])

@@ -38,22 +38,31 @@ PROTOCOLS = {
     "speaker": "speaker-independent (published speaker split)",
     "loso": "speaker-independent (leave-one-speaker-out)",
     "kfold": "speaker-independent (speaker k-fold)",
+    "session": "speaker-independent (leave-one-session-out)",
+    "manifest": "the manifest's split column (speaker overlap checked)",
     "random": "LEAKY (utterance-level random split, speakers overlap)",
 }
 
 
 # ----------------------------------------------------------------------------------------------- helpers
 
-def is_leaky(metrics: Mapping[str, Any]) -> bool:
-    """True when the run's split lets speakers overlap (``leaky`` flag, or a ``random`` split)."""
-    return bool(metrics.get("leaky")) or metrics.get("split") == "random"
+# is_leaky and read_predictions live with the one run-folder reader (ser_hf.runfolder), re-exported here.
+from .runfolder import atomic_path, atomic_write, is_leaky, read_predictions  # noqa: E402,F401
+
+
+def leaky_warning(metrics: Mapping[str, Any]) -> str:
+    """The LEAKY banner: why this run is not speaker-independent (a random split, or the data's ``leaky_reason``)."""
+    reason = metrics.get("leaky_reason")
+    return f"NOT SPEAKER-INDEPENDENT: {reason}" if reason else LEAKY_WARNING
 
 
 def protocol_description(metrics: Mapping[str, Any]) -> str:
     """One line naming the split protocol and fold, e.g. ``speaker-independent (leave-one-speaker-out), fold 3``."""
     split = metrics.get("split")
     text = PROTOCOLS.get(split, f"split {split!r}" if split else "split not recorded")
-    if is_leaky(metrics) and split != "random":
+    if metrics.get("leaky_reason") and split != "random":
+        text = f"NOT speaker-independent ({metrics['leaky_reason']})"
+    elif is_leaky(metrics) and split != "random":
         text += " — marked LEAKY"
     if metrics.get("fold") is not None:
         text += f", fold {metrics['fold']}"
@@ -94,7 +103,7 @@ def write_json(path: str | Path, obj: Any) -> Path:
     """Write ``obj`` as strict, NaN-free JSON (``allow_nan=False`` proves it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    atomic_write(path, json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n")
     return path
 
 
@@ -104,7 +113,7 @@ def _header_lines(metrics: Mapping[str, Any]) -> list[str]:
     lines = ["ser_hf classification report", ""]
     leaky = is_leaky(metrics)
     if leaky:
-        lines += ["!" * 100, f"!!! {LEAKY_WARNING}", "!" * 100, ""]
+        lines += ["!" * 100, f"!!! {leaky_warning(metrics)}", "!" * 100, ""]
     corpus = metrics.get("corpus", "not recorded")
     if metrics.get("train_corpus") or metrics.get("test_corpus"):
         corpus = f"{corpus} (cross-corpus: trained on {metrics.get('train_corpus')}, tested on {metrics.get('test_corpus')})"
@@ -171,6 +180,23 @@ def _confusion_text(split_metrics: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def skipped_lines(metrics: Mapping[str, Any], limit: int = 50) -> list[str]:
+    """The clips left out of the run (undecodable, too short, ...) with their reasons, for report and card."""
+    lines = []
+    for key, title in (("skipped", "skipped clips ({n}; not in any split):"),
+                       ("too_short", "too-short clips ({n}; below the features' or model's minimum, used):")):
+        clips = list(metrics.get(key) or [])
+        if not clips:
+            lines.append(title.split(" (")[0] + ": none")
+            continue
+        lines.append(title.format(n=len(clips)))
+        lines += [f"  {s.get('file', '?')}: {s.get('reason', '?')}" if isinstance(s, Mapping) else f"  {s}"
+                  for s in clips[:limit]]
+        if len(clips) > limit:
+            lines.append(f"  ... {len(clips) - limit} more in metrics.json")
+    return lines
+
+
 def classification_report_text(metrics: Mapping[str, Any], history_note: str | None = None) -> str:
     """The whole ``classification_report.txt``: protocol header, then one table per evaluated split."""
     lines = _header_lines(metrics)
@@ -188,8 +214,9 @@ def classification_report_text(metrics: Mapping[str, Any], history_note: str | N
         lines += ["", _confusion_text(m)]
     if history_note:
         lines += ["", history_note]
+    lines += ["", *skipped_lines(metrics)]
     if is_leaky(metrics):
-        lines += ["", f"!!! {LEAKY_WARNING}"]
+        lines += ["", f"!!! {leaky_warning(metrics)}"]
     return "\n".join(lines) + "\n"
 
 
@@ -320,14 +347,14 @@ def write_report(output_dir: str | Path, metrics: Mapping[str, Any],
         logger.info("%s in %s", note, output_dir)
 
     report = output_dir / REPORT_FILE
-    report.write_text(classification_report_text(metrics, note), encoding="utf-8")
+    atomic_write(report, classification_report_text(metrics, note))
     paths["classification_report"] = report
     if eval_splits(metrics):
         paths["confusion_matrix"] = plot_confusion_matrices(metrics, output_dir / CONFUSION_FILE)
     else:
         logger.warning("metrics in %s hold no evaluated split; %s not written", output_dir, CONFUSION_FILE)
     if is_leaky(metrics):
-        logger.warning("%s (%s)", LEAKY_WARNING, output_dir)
+        logger.warning("%s (%s)", leaky_warning(metrics), output_dir)
     return paths
 
 
@@ -354,26 +381,12 @@ def write_predictions(path: str | Path, rows: Iterable[Mapping[str, Any]],
     columns = [*PREDICTION_COLUMNS, *prob_cols, *extra]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         for r in rows:
             writer.writerow({k: (float(v) if isinstance(v, np.floating) else v) for k, v in r.items()})
     return path
-
-
-def read_predictions(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of predictions.csv; ``prob_*`` as floats, everything else kept as text.
-
-    Read with the csv module rather than pandas so speaker ids like "03" stay strings.
-    """
-    with Path(path).open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    for r in rows:
-        for k, v in r.items():
-            if k.startswith("prob_"):
-                r[k] = float(v) if v not in ("", None) else math.nan
-    return rows
 
 
 def read_run(run_dir: str | Path) -> dict[str, Any]:

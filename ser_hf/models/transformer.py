@@ -826,7 +826,7 @@ def run_finetune(cfg, model_cfg: dict, data, out: Path):
     evaluation averages chunk logits per clip. The saved model is a plain transformers folder (LoRA merged),
     which ``pipeline("audio-classification")`` and :mod:`ser_hf.inference` load directly.
     """
-    from ser_hf.config import section
+    from ser_hf.config import parse_bool, section
     from ser_hf.experiment import Outcome, _eval_sets
     from ser_hf.losses import balanced_class_weights
     from ser_hf.training import Trainer, TrainerConfig
@@ -858,7 +858,7 @@ def run_finetune(cfg, model_cfg: dict, data, out: Path):
         eval_overlap_s=settings.eval_overlap_s, num_workers=tcfg.num_workers)
     sets = _eval_sets(data)
     result = trainer.fit(loader(data.train, True), loader(sets["validation"], False) if "validation" in sets else None,
-                         resume=bool(cfg.get("resume", False)))
+                         resume=parse_bool(cfg.get("resume", False), "resume"))
     predictions = {}
     for name, ds in sets.items():
         clip_ids, logits, _ = trainer.predict(loader(ds, False))
