@@ -213,11 +213,11 @@ def test_probe_config_errors(tmp_path, monkeypatch):
 
     monkeypatch.setenv("SER_HF_CACHE", str(tmp_path / "cache"))
     base = ["recipe=whisper_probe_emodb", "embeddings.name_or_path=x", "data.synthetic={speakers:4,per_class:1,seed:0}",
-            f"data.cache_dir={tmp_path / 'ds'}", f"output_dir={tmp_path / 'run'}", *QUIET]
+            f"data.cache_dir={tmp_path / 'ds'}", *QUIET]
     with pytest.raises(ValueError, match="learns its own mix"):
-        run(load_config([*base, "embeddings.layers=2"]))
+        run(load_config([*base, "embeddings.layers=2", f"output_dir={tmp_path / 'run1'}"]))
     with pytest.raises(ValueError, match=r"unknown model option\(s\) \['heads'\]"):
-        run(load_config([*base, "model.heads=mlp"]))
+        run(load_config([*base, "model.heads=mlp", f"output_dir={tmp_path / 'run2'}"]))
 
 
 def test_whisper_svm_recipe_runs_with_speaker_norm_and_predicts(tmp_path, monkeypatch):
