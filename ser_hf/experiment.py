@@ -221,10 +221,7 @@ def _eval_sets(data: ExperimentData) -> dict[str, Any]:
     return sets
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+from .clips import softmax as _softmax  # noqa: E402  the one clip-level softmax (ser_hf.clips)
 
 
 # -------------------------------------------------------------------------------------- baselines

@@ -14,7 +14,10 @@
     {"file": "a.wav", "label": "anger", "scores": {"anger": 0.71, "boredom": 0.02, ...}}
 
 A file that cannot be decoded gives ``{"file", "label": None, "scores": None, "error": "..."}`` and the
-rest go on. Long inputs are cut into overlapping chunks whose logits are averaged; inputs are sorted by
+rest go on; a silence-only input ``{"file", "label": "no speech", "scores": None}``; an input shorter than
+``MIN_CLIP_S`` (or the model's minimum, to which it is zero-padded) carries a ``"warning"``. Long inputs are
+cut into overlapping chunks (every family: ``chunk_s``/``overlap_s``) whose logits are averaged per input
+with :func:`ser_hf.clips.clip_probabilities`, the function evaluation uses too; inputs are sorted by
 length and batched, which is what makes this faster than a per-file ``pipeline("audio-classification")``
 loop (see benchmarks/results/inference.md).
 """
@@ -31,18 +34,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from ser_hf.clips import NO_SPEECH, clip_probabilities, is_silent, log_probabilities
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_S = 10.0
 DEFAULT_OVERLAP_S = 1.0
+# Below this an emotion label means little: such clips are scored (padded to the model's minimum where
+# needed) with a warning in the log and in the record.
+MIN_CLIP_S = 0.25
 KINDS = ("transformer", "adapter", "baseline", "classic")
 PRECISIONS = ("fp32", "bf16", "int8", "auto")
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 class Predictor:
@@ -104,10 +106,7 @@ class Predictor:
         for batch in length_sorted_batches([len(c) for c in chunks], batch_size, exact_lengths=not allow_padding):
             logits[batch] = self._forward(**featurize(self.feature_extractor, [chunks[j] for j in batch],
                                                       self.sampling_rate))
-        sums = np.zeros((len(arrays), logits.shape[1]))
-        np.add.at(sums, np.asarray(owner), logits)
-        counts = np.bincount(owner, minlength=len(arrays))[:, None]
-        return list(_softmax(sums / counts))
+        return list(clip_probabilities(owner, logits)[1])
 
     def _features(self, array: np.ndarray) -> np.ndarray:
         from ser_hf.features import extract
@@ -124,34 +123,109 @@ class Predictor:
             x = _utterance_normalise(x)
         return x
 
+    # --- chunked scoring of baseline and classic models (issue 12 predict) -------------------------------
+
+    def _pieces(self, array: np.ndarray, chunk_s: float | None, overlap_s: float) -> list[np.ndarray]:
+        """The chunks a baseline/classic model scores a clip as: ``chunk_s`` windows overlapping by
+        ``overlap_s``; a model trained on a fixed ``duration_s`` gets chunks of that length (a longer chunk
+        would be cropped to its start). No ``chunk_s``: the clip whole (as before)."""
+        from ser_hf.models.transformer import chunk_clip
+
+        duration = getattr(self.feature_config, "duration_s", None)
+        if chunk_s and duration:
+            chunk_s = min(float(chunk_s), float(duration))
+        if not chunk_s or len(array) <= chunk_s * self.sampling_rate:
+            return [array]
+        overlap_s = overlap_s if overlap_s < chunk_s else chunk_s / 2
+        return chunk_clip(array, self.sampling_rate, chunk_s, overlap_s)
+
     @torch.inference_mode()
-    def _baseline_scores(self, arrays: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
+    def _baseline_scores(self, arrays: list[np.ndarray], batch_size: int, chunk_s: float | None = None,
+                         overlap_s: float = 0.0) -> list[np.ndarray]:
         from ser_hf.features import window_array
 
-        windows, owner = [], []
-        for i, a in enumerate(arrays):
-            w = window_array(self._features(a), self.feature_config)
-            windows.extend(w)
-            owner.extend([i] * len(w))
-        logits = np.zeros((len(windows), len(self.label_names)), dtype=np.float64)
-        by_shape: dict[tuple, list[int]] = {}
-        for j, w in enumerate(windows):
-            by_shape.setdefault(w.shape, []).append(j)
-        for idx in by_shape.values():
-            for start in range(0, len(idx), batch_size):
-                batch = idx[start:start + batch_size]
-                logits[batch] = self._forward(input_values=torch.from_numpy(np.stack([windows[j] for j in batch])))
-        sums = np.zeros((len(arrays), logits.shape[1]))
-        np.add.at(sums, np.asarray(owner), logits)
-        counts = np.bincount(owner, minlength=len(arrays))[:, None]
-        return list(_softmax(sums / counts))
+        owner: list[int] = []
+        logits: list[np.ndarray] = []
+        pending: dict[tuple, list[tuple[int, np.ndarray]]] = {}  # windows of one shape, batched
 
-    def _classic_scores(self, arrays: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
+        def flush(shape):
+            rows = pending.pop(shape)
+            logits.append(self._forward(input_values=torch.from_numpy(np.stack([w for _, w in rows]))))
+            owner.extend(i for i, _ in rows)
+
+        for i, a in enumerate(arrays):
+            for piece in self._pieces(a, chunk_s, overlap_s):
+                for w in window_array(self._features(piece), self.feature_config):
+                    pending.setdefault(w.shape, []).append((i, w))
+                    if len(pending[w.shape]) >= batch_size:
+                        flush(w.shape)
+        for shape in list(pending):
+            flush(shape)
+        return list(clip_probabilities(owner, np.concatenate(logits))[1])
+
+    def _classic_scores(self, arrays: list[np.ndarray], batch_size: int, chunk_s: float | None = None,
+                        overlap_s: float = 0.0) -> list[np.ndarray]:
+        owner: list[int] = []
+        pieces: list[np.ndarray] = []
+        for i, a in enumerate(arrays):
+            p = self._pieces(a, chunk_s, overlap_s)
+            pieces.extend(p)
+            owner.extend([i] * len(p))
         if self.embedding_config is not None:
-            X = self._embed(arrays, batch_size)
+            X = self._embed(pieces, batch_size)
         else:
-            X = np.stack([self._features(a).reshape(-1) for a in arrays])
-        return list(self.model.predict_proba(X))
+            X = np.stack([self._features(p).reshape(-1) for p in pieces])
+        return list(clip_probabilities(owner, log_probabilities(self.model.predict_proba(X)))[1])
+
+    @property
+    def min_samples(self) -> int:
+        """The shortest input the model takes: shorter ones are zero-padded to this length."""
+        if self.feature_config is not None:
+            need = int(getattr(self.feature_config, "n_fft", 0) or 0)
+            frames = getattr(self.feature_config, "window_frames", None)
+            if frames:
+                need = max(need, int(frames) * int(self.feature_config.hop_length))
+            duration = getattr(self.feature_config, "duration_s", None)
+            if duration:
+                need = min(need, int(round(float(duration) * self.sampling_rate)))
+            return max(need, 1)
+        return max(1, int(0.025 * self.sampling_rate))  # speech encoders: a 400-sample receptive field at 16 kHz
+
+    def _check_length(self, name: str, array: np.ndarray) -> tuple[np.ndarray, str | None]:
+        """Warn about clips shorter than MIN_CLIP_S or the model's minimum; pad those below the minimum."""
+        soft = max(self.min_samples, int(MIN_CLIP_S * self.sampling_rate))
+        if len(array) >= soft:
+            return array, None
+        note = (f"{name}: {len(array) / self.sampling_rate:.3f} s is shorter than "
+                f"{soft / self.sampling_rate:.3f} s (the model's minimum or {MIN_CLIP_S} s): the label is unreliable")
+        if len(array) < self.min_samples:
+            array = np.pad(array, (0, self.min_samples - len(array)))
+            note += f"; zero-padded to {self.min_samples} samples"
+        logger.warning("%s", note)
+        return array, note
+
+    def _score_records(self, names: list[str], arrays: list[np.ndarray], batch_size: int, chunk_s, overlap_s,
+                       allow_padding) -> list[dict]:
+        """Records for prepared arrays at the model's rate: "no speech" for silent ones, warnings for short ones."""
+        records: list[dict | None] = [None] * len(arrays)
+        todo, prepared, notes = [], [], []
+        for i, (name, a) in enumerate(zip(names, arrays)):
+            if is_silent(a, self.sampling_rate):
+                records[i] = {"file": name, "label": NO_SPEECH, "scores": None}
+                continue
+            a, note = self._check_length(name, a)
+            todo.append(i)
+            prepared.append(a)
+            notes.append(note)
+        probs = self.scores(prepared, batch_size=batch_size, chunk_s=chunk_s, overlap_s=overlap_s,
+                            allow_padding=allow_padding)
+        for i, p, note in zip(todo, probs, notes):
+            records[i] = self._record(names[i], p)
+            if note:
+                records[i]["warning"] = note
+        return records
+
+    # --- end of chunked scoring ---------------------------------------------------------------------------
 
     def _embed(self, arrays: list[np.ndarray], batch_size: int) -> np.ndarray:
         from ser_hf.embeddings import _load_encoder
@@ -177,8 +251,8 @@ class Predictor:
         if self.kind in ("transformer", "adapter"):
             return self._transformer_scores(arrays, batch_size, chunk_s, overlap_s, allow_padding)
         if self.kind == "baseline":
-            return self._baseline_scores(arrays, batch_size)
-        return self._classic_scores(arrays, batch_size)
+            return self._baseline_scores(arrays, batch_size, chunk_s, overlap_s)
+        return self._classic_scores(arrays, batch_size, chunk_s, overlap_s)
 
     def _record(self, name: str, probs: np.ndarray) -> dict:
         scores = {label: float(p) for label, p in zip(self.label_names, probs)}
@@ -201,9 +275,7 @@ class Predictor:
             if a.ndim != 1 or a.size == 0:
                 raise ValueError(f"{name}: expected a non-empty mono 1-D array, got shape {a.shape}")
             prepared.append(resample(a, int(sampling_rate), self.sampling_rate))
-        probs = self.scores(prepared, batch_size=batch_size, chunk_s=chunk_s, overlap_s=overlap_s,
-                            allow_padding=allow_padding)
-        return [self._record(n, p) for n, p in zip(names, probs)]
+        return self._score_records(names, prepared, batch_size, chunk_s, overlap_s, allow_padding)
 
     def predict_files(self, paths: Iterable[str | os.PathLike], *, batch_size: int = 8,
                       chunk_s: float | None = DEFAULT_CHUNK_S, overlap_s: float = DEFAULT_OVERLAP_S,
@@ -227,10 +299,9 @@ class Predictor:
                 except (AudioDecodeError, OSError) as err:
                     logger.warning("skipping %s: %s", paths[i], err)
                     records[i] = {"file": paths[i], "label": None, "scores": None, "error": str(err)}
-            probs = self.scores(arrays, batch_size=batch_size, chunk_s=chunk_s, overlap_s=overlap_s,
-                                allow_padding=allow_padding)
-            for i, p in zip(ok, probs):
-                records[i] = self._record(paths[i], p)
+            scored = self._score_records([paths[i] for i in ok], arrays, batch_size, chunk_s, overlap_s, allow_padding)
+            for i, record in zip(ok, scored):
+                records[i] = record
         return records
 
 
