@@ -75,6 +75,11 @@ def main(argv: list[str]) -> int:
             from ser_hf.segments import SegmentSettings
 
             settings = SegmentSettings(mode=seg.pop("segment", "none"), **seg)
+        chunk_s, overlap_s = args.get("chunk_s", 10.0), args.get("overlap_s", 1.0)
+        if not chunk_s > 0 or not 0 <= overlap_s < chunk_s:
+            raise ValueError(f"chunk_s={chunk_s}, overlap_s={overlap_s}: need chunk_s > 0 and 0 <= overlap_s < chunk_s")
+        if args.get("batch_size", 1) < 1:
+            raise ValueError(f"batch_size={args['batch_size']} must be >= 1")
         paths = audio_paths(audio)
         predictor = load_for_inference(model, device=args.pop("device", None),
                                        precision=args.pop("precision", "fp32"))

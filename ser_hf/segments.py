@@ -241,20 +241,30 @@ def segment_file(predictor, path: str | os.PathLike, settings: SegmentSettings, 
         rows.append({"file": name, "start": 0.0, "end": round(duration, 3), "label": NO_SPEECH, "scores": None})
     bar = progress(total=len(spans), desc=Path(name).name, unit="segment", leave=False) if progress else None
     sr = predictor.sampling_rate
-    for start, end in spans:
-        x = read_span(name, start, end, sr)
-        if x.size == 0 or is_silent(x, sr):
-            rows.append({"file": name, "start": round(start, 3), "end": round(end, 3), "label": NO_SPEECH,
-                         "scores": None})
-        else:
-            long = settings.mode == "vad" and end - start > settings.max_segment_s
-            seg_chunk = (chunk_s if long else None) if settings.mode == "vad" else chunk_s
-            record = predictor.predict_arrays([x], sr, names=[f"{name}[{start:.2f}-{end:.2f}s]"],
-                                              batch_size=batch_size, chunk_s=seg_chunk, overlap_s=overlap_s,
-                                              allow_padding=allow_padding)[0]
-            rows.append(_row(name, start, end, record))
+    group = max(1, 4 * batch_size)  # segments read and scored together: batching, with bounded memory
+    for first in range(0, len(spans), group):
+        block = spans[first:first + group]
+        scored: dict[int, dict] = {}
+        todo: dict[bool, list[tuple[int, np.ndarray]]] = {False: [], True: []}
+        for k, (start, end) in enumerate(block):
+            x = read_span(name, start, end, sr)
+            if x.size == 0 or is_silent(x, sr):
+                scored[k] = {"label": NO_SPEECH, "scores": None}
+            else:
+                todo[settings.mode == "vad" and end - start > settings.max_segment_s].append((k, x))
+        for long, items in todo.items():
+            if not items:
+                continue
+            # vad: a segment up to max_segment_s is one input; a longer one is scored in chunk_s chunks
+            seg_chunk = chunk_s if (long or settings.mode != "vad") else None
+            records = predictor.predict_arrays([x for _, x in items], sr, batch_size=batch_size, chunk_s=seg_chunk,
+                                               names=[f"{name}[{block[k][0]:.2f}-{block[k][1]:.2f}s]" for k, _ in items],
+                                               overlap_s=overlap_s, allow_padding=allow_padding)
+            scored.update({k: r for (k, _), r in zip(items, records)})
+        for k, (start, end) in enumerate(block):
+            rows.append(_row(name, start, end, scored[k]))
         if bar is not None:
-            bar.update(1)
+            bar.update(len(block))
     if bar is not None:
         bar.close()
     return {"file": name, "duration_s": duration, "rows": rows, "envelope": info["envelope"]}

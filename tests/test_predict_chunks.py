@@ -173,6 +173,8 @@ def test_predict_script_exit_codes_and_summary(classic_dir, tmp_path, capsys):
     code, _, err = _main(capsys, f"model={tmp_path / 'nope'}", f"audio={good}")
     assert code == 2 and "does not exist" in err
     assert _main(capsys, f"model={classic_dir}")[0] == 2
+    code, _, err = _main(capsys, f"model={classic_dir}", f"audio={good}", "chunk_s=2", "overlap_s=2")
+    assert code == 2 and "overlap_s=2.0" in err
     assert _main(capsys, f"model={classic_dir}", f"audio={tmp_path / 'none.wav'}")[0] == 2
 
 
