@@ -63,6 +63,23 @@ def _segments(predictor, paths, seg: dict, output_dir, args: dict) -> tuple[int,
     return failed, rows
 
 
+def _whole_files(predictor, paths, args: dict) -> list[dict]:
+    """One record per file; files longer than segments.LONG_FILE_S are scored streaming (bounded memory)."""
+    import soundfile as sf
+
+    from ser_hf.segments import LONG_FILE_S, score_streaming
+
+    long = set()
+    for i, path in enumerate(paths):
+        try:
+            if sf.info(str(path)).duration > LONG_FILE_S:
+                long.add(i)
+        except (RuntimeError, OSError):  # unreadable: predict_files names the problem
+            pass
+    short = iter(predictor.predict_files([p for i, p in enumerate(paths) if i not in long], **args))
+    return [score_streaming(predictor, path, **args) if i in long else next(short) for i, path in enumerate(paths)]
+
+
 def main(argv: list[str]) -> int:
     configure_logging()
     try:
@@ -96,7 +113,7 @@ def main(argv: list[str]) -> int:
               f"{failed} failed", file=sys.stderr)
         return 1 if failed else 0
     failed = no_speech = 0
-    for record in predictor.predict_files(paths, **args):
+    for record in _whole_files(predictor, paths, args):
         failed += "error" in record
         no_speech += record.get("label") == "no speech"
         print(json.dumps(record), flush=True)

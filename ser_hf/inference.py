@@ -131,13 +131,20 @@ class Predictor:
         would be cropped to its start). No ``chunk_s``: the clip whole (as before)."""
         from ser_hf.models.transformer import chunk_clip
 
+        chunk_s, overlap_s = self.chunking(chunk_s, overlap_s)
+        if not chunk_s or len(array) <= chunk_s * self.sampling_rate:
+            return [array]
+        return chunk_clip(array, self.sampling_rate, chunk_s, overlap_s)
+
+    def chunking(self, chunk_s: float | None, overlap_s: float) -> tuple[float | None, float]:
+        """The (chunk_s, overlap_s) this model scores long inputs with: as given, except that a baseline or
+        classic model trained on a fixed ``duration_s`` uses chunks of that length."""
         duration = getattr(self.feature_config, "duration_s", None)
         if chunk_s and duration:
             chunk_s = min(float(chunk_s), float(duration))
-        if not chunk_s or len(array) <= chunk_s * self.sampling_rate:
-            return [array]
-        overlap_s = overlap_s if overlap_s < chunk_s else chunk_s / 2
-        return chunk_clip(array, self.sampling_rate, chunk_s, overlap_s)
+        if chunk_s and overlap_s >= chunk_s:
+            overlap_s = chunk_s / 2
+        return chunk_s, overlap_s
 
     @torch.inference_mode()
     def _baseline_scores(self, arrays: list[np.ndarray], batch_size: int, chunk_s: float | None = None,

@@ -212,6 +212,67 @@ def window_spans(duration_s: float, window_s: float, hop_s: float | None) -> lis
 
 # ------------------------------------------------------------------------------------------- scoring
 
+LONG_FILE_S = 60.0  # segment=none: files longer than this are scored streaming (never whole in memory)
+
+
+def score_streaming(predictor, path: str | os.PathLike, *, batch_size: int = 8, chunk_s: float | None = 10.0,
+                    overlap_s: float = 1.0, allow_padding: bool | None = None) -> dict:
+    """One record for a long file, as ``predictor.predict_files`` gives, without holding the file in memory:
+    the file is read in blocks at the model's rate and cut into the same ``chunk_s``/``overlap_s`` chunks
+    (last one aligned to the end); the chunks' probabilities are averaged as log-probabilities with
+    ``ser_hf.clips.clip_probabilities``, which equals averaging their logits (log p = logit - logsumexp,
+    and the logsumexp terms are the same for every class)."""
+    import soundfile as sf
+
+    from ser_hf.clips import clip_probabilities, log_probabilities
+    from ser_hf.models.transformer import chunk_bounds
+
+    name = os.fspath(path)
+    sr = predictor.sampling_rate
+    chunk_s, overlap_s = predictor.chunking(chunk_s or LONG_FILE_S, overlap_s)
+    info = sf.info(name)
+    expected = int(round(info.frames * sr / info.samplerate))
+    bounds = chunk_bounds(expected, sr, chunk_s, overlap_s)
+    size = bounds[0][1] - bounds[0][0]
+    buffer, offset, k = np.zeros(0, np.float32), 0, 0  # buffer holds samples [offset, offset + len(buffer))
+    log_sum, pending, loud = None, [], False
+
+    def flush():
+        nonlocal log_sum, pending
+        if pending:
+            probs = np.stack(predictor.scores(pending, batch_size=batch_size, chunk_s=None,
+                                              allow_padding=allow_padding))
+            logp = log_probabilities(probs).sum(0)
+            log_sum = logp if log_sum is None else log_sum + logp
+            pending = []
+
+    def take(a: int, b: int):
+        nonlocal loud
+        x = buffer[a - offset:b - offset].copy()
+        loud = loud or not is_silent(x, sr)
+        pending.append(x)
+        if len(pending) >= 4 * batch_size:
+            flush()
+
+    for block in stream_blocks(name, sr):
+        buffer = np.concatenate([buffer, block])
+        while k < len(bounds) and bounds[k][1] <= offset + len(buffer):
+            take(*bounds[k])
+            k += 1
+        keep = bounds[k][0] if k < len(bounds) else offset + len(buffer)
+        buffer, offset = buffer[keep - offset:], keep
+    total = offset + len(buffer)
+    while k < len(bounds):  # the stream came out a few samples short of the header's estimate
+        a = max(0, total - size)
+        take(max(a, offset), total)
+        k += 1
+    flush()
+    if not loud:
+        return {"file": name, "label": NO_SPEECH, "scores": None}
+    _, probs = clip_probabilities(np.zeros(1, np.int64), (log_sum / len(bounds))[None])
+    return predictor._record(name, probs[0])
+
+
 
 def _row(path: str, start: float, end: float, record: dict) -> dict:
     row = {"file": path, "start": round(float(start), 3), "end": round(float(end), 3), "label": record["label"],
