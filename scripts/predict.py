@@ -9,7 +9,8 @@
 Every model family scores a long file as ``chunk_s`` chunks overlapping by ``overlap_s`` whose logits are
 averaged (one record per file). A clip shorter than 0.25 s (or the model's minimum) is scored with a
 ``warning`` in its record; a silence-only file gives ``"label": "no speech"``; an undecodable file an
-``error`` record. Exit code: 0 when every file was scored, 1 when any failed, 2 for bad arguments; the
+``error`` record. A file longer than 60 s is read in blocks and scored chunk by chunk (never whole in
+memory). Exit code: 0 when every file was scored, 1 when any failed, 2 for bad arguments; the
 summary line goes to stderr, so stdout holds only JSON lines.
 
 Long recordings (ser_hf.segments): ``segment=window`` scores windows of ``window_s`` every ``hop_s`` seconds,

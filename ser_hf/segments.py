@@ -298,6 +298,11 @@ def segment_file(predictor, path: str | os.PathLike, settings: SegmentSettings, 
     else:
         spans = speech_regions(info["speech_probs"], info["samples"], settings)
     rows = []
+    if settings.mode == "none" and duration > LONG_FILE_S:  # one row, scored streaming
+        record = score_streaming(predictor, name, batch_size=batch_size, chunk_s=chunk_s, overlap_s=overlap_s,
+                                 allow_padding=allow_padding)
+        return {"file": name, "duration_s": duration, "rows": [_row(name, 0.0, duration, record)],
+                "envelope": info["envelope"]}
     if settings.mode == "vad" and not spans:
         rows.append({"file": name, "start": 0.0, "end": round(duration, 3), "label": NO_SPEECH, "scores": None})
     bar = progress(total=len(spans), desc=Path(name).name, unit="segment", leave=False) if progress else None
