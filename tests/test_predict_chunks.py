@@ -15,7 +15,7 @@ import soundfile as sf
 import torch
 
 from ser_hf.clips import aggregate_clips, clip_probabilities, log_probabilities, softmax
-from ser_hf.inference import load_for_inference, predict_files
+from ser_hf.inference import load_for_inference
 
 LABELS = ["anger", "happiness", "sadness"]
 SR = 16000

@@ -11,7 +11,13 @@ import pytest
 import soundfile as sf
 
 from ser_hf.inference import load_for_inference
-from ser_hf.segments import SegmentSettings, segment_file, stream_blocks, window_spans, write_outputs
+from ser_hf.segments import (
+    SegmentSettings,
+    segment_file,
+    stream_blocks,
+    window_spans,
+    write_outputs,
+)
 
 SR = 16000
 RECORDING_SPEAKER = "12"
@@ -54,7 +60,7 @@ def recording(shared_data, tmp_path_factory):
             picked.append(p)
     rng = np.random.default_rng(0)
     sr = sf.info(picked[0]).samplerate
-    noise = lambda seconds: (1e-3 * rng.standard_normal(int(seconds * sr))).astype(np.float32)  # noqa: E731  -60 dBFS RMS
+    noise = lambda seconds: (1e-3 * rng.standard_normal(int(seconds * sr))).astype(np.float32)
     parts, spans, clips, t = [noise(1.0)], [], [], 1.0
     for i, p in enumerate(picked):
         y, file_sr = sf.read(p, dtype="float32")
