@@ -146,12 +146,22 @@ class _Envelope:
 _VAD_MODEL = None
 
 
+def _silero():
+    """The silero_vad module, imported without its side effect: its import calls torch.set_num_threads(1)
+    for the whole process, which would slow the emotion model that runs after it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    import silero_vad
+
+    torch.set_num_threads(threads)
+    return silero_vad
+
+
 def _vad_model():
     global _VAD_MODEL
     if _VAD_MODEL is None:
-        from silero_vad import load_silero_vad
-
-        _VAD_MODEL = load_silero_vad()  # the TorchScript model bundled in the wheel: no download
+        _VAD_MODEL = _silero().load_silero_vad()  # the TorchScript model bundled in the wheel: no download
     return _VAD_MODEL
 
 
@@ -186,11 +196,9 @@ def scan(path: str | os.PathLike, *, vad: bool) -> dict:
 
 def speech_regions(speech_probs: list[float], num_samples: int, settings: SegmentSettings) -> list[tuple[float, float]]:
     """(start_s, end_s) of the speech regions silero's own post-processing finds in the frame probabilities."""
-    from silero_vad import get_speech_timestamps_from_probs
-
     if not speech_probs:
         return []
-    stamps = get_speech_timestamps_from_probs(
+    stamps = _silero().get_speech_timestamps_from_probs(
         speech_probs, sampling_rate=VAD_RATE, threshold=settings.threshold,
         min_speech_duration_ms=int(round(settings.min_speech_s * 1000)),
         min_silence_duration_ms=int(round(settings.min_silence_s * 1000)),

@@ -185,3 +185,17 @@ def test_predict_script_segments_into_a_folder(tone_model, generated, tmp_path, 
     assert code == 0 and [json.loads(line)["label"] for line in out.splitlines()] == [r["label"] for r in rows]
     assert module.main([f"model={tone_model}", f"audio={tmp_path / 'rec.wav'}", "segment=vads"]) == 2
     assert "segment='vads'" in capsys.readouterr().err
+
+
+def test_vad_import_keeps_the_thread_count():
+    """silero_vad's import sets torch to one thread process-wide; loading the VAD must not (fresh process)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import torch; torch.set_num_threads(2); from ser_hf.segments import _vad_model; _vad_model(); "
+            "print(torch.get_num_threads())")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
+                         check=True)
+    assert out.stdout.strip() == "2"
