@@ -173,6 +173,17 @@ def scan(path: str | os.PathLike, *, vad: bool) -> dict:
     model = _vad_model() if vad else None
     if model is not None:
         model.reset_states()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one 32 ms frame per call: more threads only add synchronisation (silero's advice)
+    try:
+        return _scan(path, model)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _scan(path, model) -> dict:
+    import torch
+
     env = _Envelope(VAD_RATE)
     probs: list[float] = []
     rest = np.zeros(0, np.float32)
