@@ -103,7 +103,9 @@ def memory_probe(method: str, model_dir: str, files: list[str], batch_size: int)
     else:
         from ser_hf.inference import load_for_inference
 
-        pred = load_for_inference(model_dir, device="cpu", precision=method)
+        backend, _, precision = method.rpartition(":")  # "fp32" or "onnx:int8" (model_dir: the export)
+        pred = load_for_inference(model_dir, precision=precision, backend=backend or "torch",
+                                  **({} if backend == "onnx" else {"device": "cpu"}))
         loaded = peak_rss_mb()
         pred.predict_arrays(arrays, SR, batch_size=batch_size)
     return {"after_load_mb": loaded, "peak_mb": peak_rss_mb()}
@@ -171,6 +173,20 @@ def main(argv=None) -> int:
     ap.add_argument("--train-steps", type=int, default=3)
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--out", type=Path, default=None, help="write the markdown report here")
+    # candidates mode (issue 15): default-path candidates on a trained model, side by side
+    ap.add_argument("--candidates", action="store_true",
+                    help="compare inference candidates (torch fp32/bf16/int8, onnxruntime fp32/int8, threads) on "
+                         "--trained-model against the per-file pipeline() loop on --pipeline-model")
+    ap.add_argument("--trained-model", type=Path, default=None, help="a trained transformers model folder")
+    ap.add_argument("--pipeline-model", type=Path, default=None,
+                    help="model the pipeline() loop runs (default: --trained-model); e.g. the uncropped Whisper")
+    ap.add_argument("--uncrop-from", type=Path, default=None,
+                    help="build the pipeline model by restoring the 30 s Whisper positions of this base model")
+    ap.add_argument("--title", default="", help="what the model is, for the report")
+    ap.add_argument("--test-speakers", nargs="+", default=["12", "14", "15", "16"])
+    ap.add_argument("--append", action="store_true", help="append to --out instead of replacing it")
+    ap.add_argument("--no-memory", action="store_true", help="candidates mode: skip the peak-memory subprocesses")
+    ap.add_argument("--skip", nargs="*", default=[], help="candidates mode: skip methods whose name contains these")
     # internal: memory probe subprocess
     ap.add_argument("--probe", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--model-dir", default=None, help=argparse.SUPPRESS)
@@ -179,6 +195,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     sys.path.insert(0, str(REPO))
 
+    if args.candidates:
+        return candidates_main(args, argv)
     if args.probe:
         print(json.dumps(memory_probe(args.probe, args.model_dir, args.files, args.batch_size)))
         return 0
@@ -360,6 +378,175 @@ def main(argv=None) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)
+    return 0
+
+
+def uncropped_whisper(trained: Path, base: Path, out: Path) -> Path:
+    """The trained (cropped) Whisper classifier with the base model's 30 s position table and extractor
+    back: what a plain `pipeline()` user of an uncropped Whisper classifier runs (same weights otherwise)."""
+    from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+    from transformers import WhisperModel
+
+    model = AutoModelForAudioClassification.from_pretrained(trained)
+    full = WhisperModel.from_pretrained(base).encoder.embed_positions
+    enc = model.encoder
+    enc.embed_positions = full
+    enc.max_source_positions = full.num_embeddings
+    model.config.max_source_positions = full.num_embeddings
+    model.save_pretrained(out)
+    AutoFeatureExtractor.from_pretrained(base).save_pretrained(out)
+    return out
+
+
+def candidates_main(args, argv) -> int:
+    """Issue 15: every inference candidate on a trained model, side by side with the per-file pipeline loop.
+
+    Same method as the wav2vec2 table above (decoded clips, methods take turns on blocks of clips in rotated
+    order, medians over repeats), plus quality against fp32 PyTorch: top-1 agreement, max |prob diff|, and
+    macro-F1 on the timed clips (all from the test speakers, which the model never trained on).
+    """
+    logging.basicConfig(level=logging.WARNING)
+    import torch
+    import transformers
+    from sklearn.metrics import f1_score
+    from transformers import pipeline
+
+    from ser_hf.data.audio import decode_audio
+    from ser_hf.data.labels import EMODB_CODES
+    from ser_hf.export import export_onnx
+    from ser_hf.inference import cpu_flags, load_for_inference
+
+    transformers.logging.set_verbosity_error()
+    model_dir = args.trained_model
+    tmp = Path(tempfile.mkdtemp(prefix="bench_candidates_"))
+    pipe_dir = args.pipeline_model or model_dir
+    if args.uncrop_from:
+        pipe_dir = uncropped_whisper(model_dir, args.uncrop_from, tmp / "uncropped")
+    fp32 = load_for_inference(model_dir, device="cpu", backend="torch", precision="fp32")
+    sr = fp32.sampling_rate
+    files = sorted(f for f in (args.data_dir / "wav").glob("*.wav") if f.name[:2] in args.test_speakers)
+    idx = np.linspace(0, len(files) - 1, num=min(args.num_clips, len(files))).round().astype(int)
+    files = [files[i] for i in idx]
+    truth = [EMODB_CODES[f.name[5]] for f in files]
+    arrays = [decode_audio(f, sr) for f in files]
+    audio_s = sum(len(a) for a in arrays) / sr
+    t0 = time.perf_counter()
+    export_onnx(model_dir, tmp / "onnx", quantize="int8")
+    export_s = time.perf_counter() - t0
+    flags = cpu_flags()
+    native_bf16 = bool(flags & {"avx512_bf16", "amx_bf16"})
+    big = max(args.batch_sizes)
+    pipe = pipeline("audio-classification", model=str(pipe_dir), device=-1)
+    preds = {
+        "torch fp32": fp32,
+        "torch int8 (dynamic, Linear)": load_for_inference(model_dir, device="cpu", backend="torch", precision="int8"),
+        "onnxruntime fp32, no graph optimisation": None,
+        "onnxruntime fp32": load_for_inference(tmp / "onnx", backend="onnx", precision="fp32"),
+        "onnxruntime int8": load_for_inference(tmp / "onnx", backend="onnx", precision="int8"),
+        "onnxruntime int8, 1 thread": load_for_inference(tmp / "onnx", backend="onnx", precision="int8", threads=1),
+    }
+    from ser_hf.onnx_backend import OnnxModel, onnx_file
+
+    noopt = load_for_inference(tmp / "onnx", backend="onnx", precision="fp32")
+    noopt.model = OnnxModel(onnx_file(tmp / "onnx", "fp32"), optimization="basic")
+    preds["onnxruntime fp32, no graph optimisation"] = noopt
+    if native_bf16:
+        preds["torch bf16 autocast (native on this CPU)"] = load_for_inference(model_dir, device="cpu",
+                                                                               backend="torch", precision="bf16")
+
+    def run_pipeline(clips):
+        return [{d["label"]: d["score"] for d in pipe({"raw": a, "sampling_rate": sr}, top_k=None)} for a in clips]
+
+    def batched(pred, b):
+        return lambda clips: [r["scores"] for r in pred.predict_arrays(clips, sr, batch_size=b)]
+
+    methods = {"pipeline() loop, per file" + (" (uncropped 30 s model)" if args.uncrop_from else ""): run_pipeline}
+    methods["torch fp32, per file (B=1)"] = batched(fp32, 1)
+    for name, pred in preds.items():
+        methods[f"{name} (B={big})"] = batched(pred, big)
+    methods["onnxruntime int8, per file (B=1)"] = batched(preds["onnxruntime int8"], 1)
+    methods = {n: f for n, f in methods.items() if n.startswith("pipeline") or n.startswith("torch fp32 (")
+               or not any(x in n for x in args.skip)}
+    for fn in methods.values():  # warm-up
+        fn(arrays[:2])
+    block = big
+    names = list(methods)
+    rates: dict[str, list[float]] = {n: [] for n in names}
+    outputs: dict[str, list] = {}
+    loads = []
+    for rep in range(args.repeats):
+        spent = dict.fromkeys(names, 0.0)
+        got: dict[str, list] = {n: [] for n in names}
+        for k, start in enumerate(range(0, len(arrays), block)):
+            clips = arrays[start:start + block]
+            for name in names[k % len(names):] + names[:k % len(names)]:
+                loads.append(os.getloadavg()[0])
+                t = time.perf_counter()
+                got[name].extend(methods[name](clips))
+                spent[name] += time.perf_counter() - t
+        for name in names:
+            rates[name].append(len(arrays) / spent[name])
+            outputs[name] = got[name]
+            print(f"repeat {rep + 1} {name}: {rates[name][-1]:.2f} clips/s", flush=True)
+
+    labels = fp32.label_names
+    ref = outputs[f"torch fp32 (B={big})"]
+    top = lambda scores: [max(s, key=s.get) for s in scores]  # noqa: E731
+    f1_ref = f1_score(truth, top(ref), labels=labels, average="macro", zero_division=0)
+    quality = {}
+    for name in names:
+        q = outputs[name]
+        quality[name] = (np.mean([a == b for a, b in zip(top(q), top(ref))]),
+                         max(abs(a[k] - b[k]) for a, b in zip(q, ref) for k in labels),
+                         f1_score(truth, top(q), labels=labels, average="macro", zero_division=0))
+    margins = [sorted(s.values())[-1] - sorted(s.values())[-2] for s in ref]
+
+    memory = {} if args.no_memory else {"pipeline": run_probe("pipeline", pipe_dir, files, big),
+              "fp32": run_probe("fp32", model_dir, files, big),
+              "int8": run_probe("int8", model_dir, files, big),
+              "onnx:fp32": run_probe("onnx:fp32", tmp / "onnx", files, big),
+              "onnx:int8": run_probe("onnx:int8", tmp / "onnx", files, big)}
+    med = {n: statistics.median(v) for n, v in rates.items()}
+    base = med[names[0]]
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    simd = sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "sse4")))
+    lines = [
+        f"## Candidates: {args.title or model_dir.name} ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
+        "",
+        "```",
+        "python benchmarks/bench_inference.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "```",
+        "",
+        f"- Machine: {cpu}, {os.cpu_count()} cores, flags {' '.join(simd)}; native bf16: {native_bf16}. torch "
+        f"{torch.__version__} ({torch.get_num_threads()} threads), onnxruntime "
+        f"{__import__('onnxruntime').__version__}, transformers {transformers.__version__}. 1-min load average "
+        f"during the timed runs: median {statistics.median(loads):.1f}, max {max(loads):.1f} (2 cores shared "
+        f"with other engineers' jobs; methods take turns per block of {block} clips so they see the same load).",
+        f"- Model: `{model_dir.name}` ({type(fp32.model).__name__}, "
+        f"{sum(p.numel() for p in fp32.model.parameters()) / 1e6:.1f} M parameters; training: see the notes with this table)"
+        f"; pipeline() runs `{Path(pipe_dir).name}`. ONNX export (fp32 + int8) took {export_s:.0f} s.",
+        f"- Data: {len(files)} EmoDB clips of the test speakers {', '.join(args.test_speakers)} "
+        f"({audio_s:.0f} s of audio); median top-1 margin of fp32: {statistics.median(margins):.2f}.",
+        "",
+        "| method | clips/s (median) | x pipeline loop | top-1 agreement with torch fp32 | max abs prob diff | "
+        "macro-F1 (these clips) | repeats |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for name in names:
+        agree, diff, f1 = quality[name]
+        lines.append(f"| {name} | {med[name]:.2f} | {med[name] / base:.2f} | {agree:.1%} | {diff:.1e} | {f1:.3f} | "
+                     f"{', '.join(f'{x:.2f}' for x in rates[name])} |")
+    lines += ["", f"torch fp32 macro-F1 on these clips: {f1_ref:.3f}.", "",
+              "Peak RSS (MB, fresh process each, after load / peak): " + ("not measured (--no-memory)" if not memory
+                                                                          else "") + "; ".join(
+                  f"{k} {v['after_load_mb']:.0f} / {v['peak_mb']:.0f}" for k, v in memory.items()), ""]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        previous = args.out.read_text() if args.append and args.out.exists() else ""
+        args.out.write_text(previous + ("\n" if previous else "") + text)
     return 0
 
 

@@ -2,9 +2,9 @@
 
 import sys
 
-from ser_hf.config import configure_logging
 from ser_hf.compare import compare_from_args
+from ser_hf.config import configure_logging, run_cli
 
 if __name__ == "__main__":
     configure_logging()
-    print(compare_from_args(sys.argv[1:]))
+    print(run_cli(compare_from_args, sys.argv[1:]))

@@ -2,9 +2,9 @@
 
 import sys
 
-from ser_hf.config import configure_logging
+from ser_hf.config import configure_logging, run_cli
 from ser_hf.crossval import crossval_recipe
 
 if __name__ == "__main__":
     configure_logging()
-    print(crossval_recipe(sys.argv[1:]))
+    print(run_cli(crossval_recipe, sys.argv[1:]))

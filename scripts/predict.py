@@ -2,7 +2,7 @@
 
     python scripts/predict.py model=runs/demo/emodb-speaker-seed0/model audio=clip.wav
     python scripts/predict.py model=DIR audio=FOLDER [batch_size=16] [chunk_s=10] [overlap_s=1] [device=cpu]
-        [precision=fp32|bf16|int8|auto] [allow_padding=true|false]
+        [precision=fp32|bf16|int8|auto] [allow_padding=true|false] [backend=auto|torch|onnx] [threads=N]
     python scripts/predict.py model=DIR audio=FILE_OR_FOLDER segment=vad|window|none [output_dir=OUT]
         [window_s=2 hop_s=2] [min_speech_s=0.25 min_silence_s=0.5 max_segment_s=10]
 
@@ -23,7 +23,8 @@ audio is read in blocks; a progress bar over files and segments goes to stderr (
 precision=bf16 is about 2x faster on CPUs with native bfloat16 and on GPUs, int8 (CPU) about 1.7x; both move
 probabilities by ~1e-3 (benchmarks/results/inference.md); auto picks bf16 where the device runs it natively.
 allow_padding=true batches clips of different lengths for checkpoints without attention masks (wav2vec2-base),
-at a small cost in exactness.
+at a small cost in exactness. backend=onnx runs a folder written by scripts/export.py with onnxruntime
+(precision=fp32|int8 picks its graph; default: the export's own); backend=auto (default) does so by itself.
 """
 
 import json
@@ -33,7 +34,7 @@ from ser_hf.config import configure_logging, parse_bool, parse_key_values
 from ser_hf.inference import audio_paths, load_for_inference
 
 OPTIONAL = {"batch_size": int, "chunk_s": float, "overlap_s": float, "device": str, "precision": str,
-            "allow_padding": parse_bool}
+            "allow_padding": parse_bool, "backend": str, "threads": int}
 SEGMENT_KEYS = {"segment": str, "window_s": float, "hop_s": float, "min_speech_s": float, "min_silence_s": float,
                 "max_segment_s": float, "output_dir": str}
 
@@ -99,8 +100,8 @@ def main(argv: list[str]) -> int:
         if args.get("batch_size", 1) < 1:
             raise ValueError(f"batch_size={args['batch_size']} must be >= 1")
         paths = audio_paths(audio)
-        predictor = load_for_inference(model, device=args.pop("device", None),
-                                       precision=args.pop("precision", "fp32"))
+        predictor = load_for_inference(model, device=args.pop("device", None), precision=args.pop("precision", None),
+                                       backend=args.pop("backend", "auto"), threads=args.pop("threads", None))
     except SystemExit as err:  # parse_key_values' message
         print(f"predict.py: {err}", file=sys.stderr)
         return 2

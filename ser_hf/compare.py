@@ -28,7 +28,8 @@ from ser_hf.crossval import (
     markdown_table,
     summarize_runs,
 )
-from ser_hf.reporting import METRICS_FILE, PROTOCOLS
+from ser_hf.reporting import PROTOCOLS
+from ser_hf.runfolder import atomic_write, read_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -267,7 +268,7 @@ def group_runs(paths: Sequence[str | os.PathLike]) -> dict[str, list[Path]]:
     groups: dict[str, list[Path]] = {}
     for path in paths:
         for run_dir in discover_runs(path):
-            recipe = str(json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8")).get("recipe", run_dir.name))
+            recipe = str(read_metrics(run_dir).get("recipe", run_dir.name))
             groups.setdefault(recipe, []).append(run_dir)
     return groups
 
@@ -409,7 +410,7 @@ def compare(
             ("csv", COMPARISON_CSV), ("md", COMPARISON_MD), ("bar_chart", COMPARISON_PNG),
             ("per_class_f1", PER_CLASS_PNG), ("significance", SIGNIFICANCE_CSV))},
     }
-    (out_dir / COMPARISON_MD).write_text(_comparison_markdown(result), encoding="utf-8")
+    atomic_write(out_dir / COMPARISON_MD, _comparison_markdown(result))
     logger.info("comparison of %s written to %s", names, out_dir / COMPARISON_MD)
     return result
 

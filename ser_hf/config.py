@@ -27,8 +27,10 @@ RECIPES_ENV = "SER_HF_RECIPES"
 CONFIG_GROUPS = ("recipe",)
 TOP_LEVEL_KEYS = {
     "recipe_name", "seed", "output_dir", "resume", "data", "features", "augment", "model",
-    "trainer", "peft", "embeddings", "hub", "description",
+    "trainer", "peft", "embeddings", "hub", "description", "overwrite", "debug",
 }
+# Booleans read through the one parser (ser_hf.runfolder.parse_bool): `resume=no` must not resume.
+BOOLEAN_KEYS = ("resume", "overwrite", "debug", "hub.push", "hub.private", "peft.enabled")
 
 
 def recipes_dir() -> Path:
@@ -60,6 +62,13 @@ def _force(override: str) -> str:
 
 def load_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """Compose ``recipes/defaults.yaml`` + ``recipe=NAME`` + overrides into one resolved config."""
+    cfg = _compose(overrides)
+    if not cfg.get("output_dir"):
+        cfg.output_dir = str(default_output_dir(cfg))
+    return cfg
+
+
+def _compose(overrides) -> DictConfig:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -81,20 +90,44 @@ def load_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     unknown = set(cfg.keys()) - TOP_LEVEL_KEYS
     if unknown:
         raise ValueError(f"unknown top-level config key(s) {sorted(unknown)}; known: {sorted(TOP_LEVEL_KEYS)}")
-    if not cfg.get("output_dir"):
-        cfg.output_dir = str(default_output_dir(cfg))
+    _check_types(cfg)
     return cfg
 
 
+def _check_types(cfg: DictConfig) -> None:
+    """seed is an integer; every boolean key goes through the one parser (errors name the key)."""
+    from .runfolder import parse_bool
+
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        try:
+            cfg.seed = int(str(seed).strip())
+        except ValueError:
+            raise ValueError(f"seed={seed!r}: must be an integer (e.g. seed=0)") from None
+    for key in BOOLEAN_KEYS:
+        value = OmegaConf.select(cfg, key)
+        if value is not None:
+            OmegaConf.update(cfg, key, parse_bool(value, key), force_add=True)
+
+
+def recipe_suffix(cfg: DictConfig) -> str:
+    """``""`` when ``cfg`` is its recipe as written (keys spelled out in folder names aside), else
+    ``-<first 8 hex digits of the config fingerprint>``: runs with other overrides get other folders."""
+    from .runfolder import suffix_for
+
+    return suffix_for(cfg, _compose([f"recipe={cfg.recipe_name}"]))
+
+
 def default_output_dir(cfg: DictConfig) -> Path:
-    """``runs/<recipe>/<corpus>-<split>[-fold<k>][-to-<test corpus>]-seed<seed>``, relative to the working dir."""
+    """``runs/<recipe>/<corpus>-<split>[-fold<k>][-to-<test corpus>]-seed<seed>[-<fingerprint>]``, relative to the
+    working dir; the fingerprint suffix is added when the config differs from the recipe as written."""
     data = cfg.data
     name = f"{data.corpus}-{data.split}"
     if data.get("fold") is not None:
         name += f"-fold{data.fold}"
     if data.get("test_corpus"):
         name += f"-to-{data.test_corpus}"
-    name += f"-seed{cfg.seed}"
+    name += f"-seed{cfg.seed}{recipe_suffix(cfg)}"
     return Path("runs") / str(cfg.recipe_name) / re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
 
 
@@ -136,7 +169,7 @@ def from_dict(cls, d: dict | None, section_name: str):
         raise ValueError(
             f"unknown key(s) {unknown} in the '{section_name}' section of the recipe; valid keys: {sorted(known)}"
         )
-    return cls(**d)
+    return cls(**coerce_bool_fields(cls, d, section_name))
 
 
 def to_yaml(cfg: DictConfig | dict) -> str:
@@ -155,14 +188,58 @@ def configure_logging(level: int | str = "INFO") -> None:
     logging.getLogger("ser_hf").setLevel(level)
 
 
-def parse_bool(value: str) -> bool:
-    """``true``/``false`` (also 1/0, yes/no) from the command line; ``bool("false")`` would be True."""
-    low = str(value).strip().lower()
-    if low in ("true", "1", "yes"):
-        return True
-    if low in ("false", "0", "no"):
-        return False
-    raise ValueError(f"expected true or false, got {value!r}")
+def parse_bool(value, key: str | None = None) -> bool:
+    """``true/false/yes/no/on/off/1/0`` (any case); anything else is an error naming ``key``."""
+    from .runfolder import parse_bool as _parse
+
+    return _parse(value, key)
+
+
+def coerce_bool_fields(cls, d: dict, section_name: str) -> dict:
+    """``d`` with every field of dataclass ``cls`` annotated ``bool`` parsed by :func:`parse_bool`."""
+    out = dict(d)
+    for f in fields(cls):
+        if f.name in out and f.type in (bool, "bool") and out[f.name] is not None:
+            out[f.name] = parse_bool(out[f.name], f"{section_name}.{f.name}")
+    return out
+
+
+def user_errors() -> tuple[type, ...]:
+    """Exceptions that mean a bad command line, config, file or run folder (not a bug): printed as one line."""
+    from .runfolder import RunFolderError
+
+    errors: list[type] = [ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, RunFolderError]
+    try:
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        errors += [HydraException, OmegaConfBaseException]
+    except ImportError:  # pragma: no cover - hydra is a dependency
+        pass
+    return tuple(errors)
+
+
+def run_cli(main, argv: list[str]):
+    """Run a script's ``main(argv)``: a user error prints ``error: <message>`` on one line and exits 2;
+    ``debug=true`` among the arguments restores the full traceback (bugs always show it)."""
+    import sys
+
+    debug = False
+    for arg in argv:
+        key, sep, value = arg.lstrip("+").partition("=")
+        if sep and key == "debug":
+            try:
+                debug = parse_bool(value, "debug")
+            except ValueError:
+                pass  # load_config reports it
+    try:
+        return main(argv)
+    except user_errors() as err:
+        if debug:
+            raise
+        text = " ".join(str(err).split()) or type(err).__name__
+        print(f"error: {text} (debug=true shows the traceback)", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def parse_key_values(args: list[str], required: tuple[str, ...] = (), optional: dict | None = None) -> dict:

@@ -7,7 +7,6 @@ cross-validation resumes at the first fold without a complete run folder.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -35,10 +34,6 @@ POOLED_CM_PNG = "confusion_matrix_pooled.png"
 
 # Splits whose folds partition the speakers: their test speakers must be disjoint across folds.
 FOLD_SPLITS = ("loso", "kfold")
-# Keys of metrics.json this module needs; anything else in the file is passed through untouched.
-REQUIRED_METRICS_KEYS = ("recipe", "corpus", "split", "fold", "seed", "speakers", "label_names", "test")
-REQUIRED_TEST_KEYS = ("macro_f1", "accuracy", "uar")
-REQUIRED_PREDICTION_COLUMNS = ("split", "corpus", "file", "speaker_id", "label", "prediction")
 # The headline numbers reported per fold, in this order.
 HEADLINE = ("macro_f1", "accuracy", "uar")
 HEADLINE_NAMES = {"macro_f1": "macro-F1", "accuracy": "accuracy", "uar": "UAR"}
@@ -49,139 +44,22 @@ HEADLINE_NAMES = {"macro_f1": "macro-F1", "accuracy": "accuracy", "uar": "UAR"}
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RunResult:
-    """One finished run folder: its metrics.json and the test rows of its predictions.csv."""
-
-    run_dir: Path
-    metrics: dict
-    test_rows: tuple[dict, ...]
-
-    @property
-    def recipe(self) -> str:
-        return str(self.metrics["recipe"])
-
-    @property
-    def corpus(self) -> str:
-        return str(self.metrics["corpus"])
-
-    @property
-    def split(self) -> str:
-        return str(self.metrics["split"])
-
-    @property
-    def fold(self) -> int | None:
-        return self.metrics["fold"]
-
-    @property
-    def seed(self):
-        return self.metrics["seed"]
-
-    @property
-    def leaky(self) -> bool:
-        return is_leaky(self.metrics)
-
-    @property
-    def label_names(self) -> list[str]:
-        return list(self.metrics["label_names"])
-
-    @property
-    def test_speakers(self) -> list[str]:
-        return sorted(str(s) for s in self.metrics["speakers"].get("test", []))
-
-    def headline(self, key: str) -> float:
-        return float(self.metrics["test"][key])
-
-    def clip_keys(self) -> list[tuple]:
-        """(fold, corpus, file) per test clip: the key that pairs clips across runs."""
-        return [(self.fold, r["corpus"], r["file"]) for r in self.test_rows]
-
-    def label_indices(self) -> tuple[np.ndarray, np.ndarray]:
-        """(references, predictions) of the test clips as indices into ``label_names``."""
-        index = {name: i for i, name in enumerate(self.label_names)}
-        refs, preds = [], []
-        for row in self.test_rows:
-            for column, out in (("label", refs), ("prediction", preds)):
-                name = row[column]
-                if name not in index:
-                    raise ValueError(
-                        f"{self.run_dir / PREDICTIONS_FILE}: {column} {name!r} of file {row['file']!r} is not one of "
-                        f"metrics.json label_names {self.label_names}; predictions.csv and metrics.json must come "
-                        "from the same run"
-                    )
-                out.append(index[name])
-        return np.asarray(refs, dtype=np.int64), np.asarray(preds, dtype=np.int64)
-
-
-def why_incomplete(run_dir: str | os.PathLike) -> str | None:
-    """None when ``run_dir`` holds a finished run (parseable metrics.json with test metrics and a
-    predictions.csv); otherwise the reason, so a fold loop can say why it re-runs a fold."""
-    run_dir = Path(run_dir)
-    metrics_path = run_dir / METRICS_FILE
-    if not metrics_path.is_file():
-        return f"{metrics_path} does not exist"
-    try:
-        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        return f"{metrics_path} is unreadable ({err})"
-    if not isinstance(metrics, dict):
-        return f"{metrics_path} is not a JSON object"
-    missing = [k for k in REQUIRED_METRICS_KEYS if k not in metrics]
-    if missing:
-        return f"{metrics_path} lacks keys {missing}"
-    test = metrics["test"]
-    if not isinstance(test, dict) or any(k not in test for k in REQUIRED_TEST_KEYS):
-        return f"{metrics_path} 'test' lacks some of {list(REQUIRED_TEST_KEYS)}"
-    if not (run_dir / PREDICTIONS_FILE).is_file():
-        return f"{run_dir / PREDICTIONS_FILE} does not exist"
-    return None
-
-
-def load_run(run_dir: str | os.PathLike) -> RunResult:
-    """Read one finished run folder; a clear error says what is missing or malformed."""
-    run_dir = Path(run_dir)
-    reason = why_incomplete(run_dir)
-    if reason is not None:
-        raise FileNotFoundError(
-            f"{run_dir} is not a finished run folder: {reason}. A finished run holds metrics.json (with keys "
-            f"{list(REQUIRED_METRICS_KEYS)}) and predictions.csv; re-run it or drop it from the list."
-        )
-    metrics = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
-    if not isinstance(metrics["speakers"], dict) or "test" not in metrics["speakers"]:
-        raise ValueError(f"{run_dir / METRICS_FILE}: 'speakers' must be a dict with a 'test' list")
-    if not metrics["label_names"]:
-        raise ValueError(f"{run_dir / METRICS_FILE}: 'label_names' is empty")
-
-    pred_path = run_dir / PREDICTIONS_FILE
-    with pred_path.open(newline="", encoding="utf-8") as fh:
-        columns = next(csv.reader(fh), [])
-    missing = [c for c in REQUIRED_PREDICTION_COLUMNS if c not in columns]
-    if missing:
-        raise ValueError(f"{pred_path} lacks columns {missing} (has {columns}); see the run folder contract")
-    rows = tuple(row for row in read_predictions(pred_path) if row["split"] == "test")
-    if not rows:
-        raise ValueError(f"{pred_path} has no rows with split == 'test'; nothing to evaluate")
-    seen: set[tuple[str, str]] = set()
-    for row in rows:
-        key = (row["corpus"], row["file"])
-        if key in seen:
-            raise ValueError(f"{pred_path}: test clip {key[1]!r} of corpus {key[0]!r} appears twice")
-        seen.add(key)
-    return RunResult(run_dir=run_dir, metrics=metrics, test_rows=rows)
-
-
-def discover_runs(path: str | os.PathLike) -> list[Path]:
-    """A run folder itself, or (for a cross-validation folder) its direct sub-folders holding a
-    metrics.json, sorted by name. Lets ``runs=[dir,...]`` name either."""
-    path = Path(path)
-    if (path / METRICS_FILE).is_file():
-        return [path]
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path} does not exist; pass a run folder or a folder of fold run folders")
-    found = sorted(p for p in path.iterdir() if (p / METRICS_FILE).is_file())
-    if not found:
-        raise FileNotFoundError(f"{path} holds no metrics.json, nor do its sub-folders; is the run finished?")
-    return found
+# The one reader of run folders lives in ser_hf.runfolder (re-exported here for existing imports).
+from ser_hf.runfolder import (  # noqa: E402
+    REQUIRED_METRICS_KEYS,
+    RunFolderError,
+    RunLock,
+    atomic_write,
+    fingerprint_mismatch,
+    move_aside,
+    read_fingerprint,
+    REQUIRED_PREDICTION_COLUMNS,
+    REQUIRED_TEST_KEYS,
+    RunResult,
+    discover_runs,
+    load_run,
+    why_incomplete,
+)
 
 
 def check_same_protocol(runs: Sequence[RunResult], what: str) -> list[RunResult]:
@@ -270,17 +148,31 @@ def run_folds(
     run_one: Callable[[int], Path],
     folds: Sequence[int],
     fold_dir: Callable[[int], Path],
+    fold_config: Callable[[int], object] | None = None,
+    overwrite: bool = False,
+    files_sha256: str | None = None,
 ) -> list[Path]:
     """Run every fold that has no finished run folder yet; return the fold run folders in ``folds`` order.
 
     ``fold_dir(k)`` is where fold k's run lands; a fold whose folder already holds a complete run is
     skipped, so re-invoking after a crash resumes where it stopped. ``run_one(k)`` trains and
-    evaluates fold k and returns its run folder.
+    evaluates fold k and returns its run folder. With ``fold_config(k)`` (fold k's resolved config) a
+    finished fold is reused only when its fingerprint matches (and its data's file list, when
+    ``files_sha256`` is given); otherwise it is refused naming the differing keys, or with ``overwrite``
+    moved aside to ``fold<k>.replaced-<UTC time>`` and re-run.
     """
     run_dirs: list[Path] = []
     for fold in folds:
         expected = Path(fold_dir(fold))
         reason = why_incomplete(expected)
+        if reason is None and fold_config is not None:
+            stale = reused_fold_problem(expected, fold_config(fold), files_sha256)
+            if stale is not None:
+                if not overwrite:
+                    raise RunFolderError(f"fold {fold}: {stale}; pass overwrite=true to move it aside and re-run "
+                                         "it, or choose another output_dir")
+                move_aside(expected)
+                reason = "overwrite=true"
         if reason is None:
             recorded = json.loads((expected / METRICS_FILE).read_text(encoding="utf-8"))["fold"]
             if recorded != fold:
@@ -306,6 +198,17 @@ def run_folds(
             )
         run_dirs.append(got)
     return run_dirs
+
+
+def reused_fold_problem(run_dir: Path, cfg, files_sha256: str | None = None) -> str | None:
+    """None when the finished run in ``run_dir`` was made with ``cfg`` (and, when given, the same file list)."""
+    diff = fingerprint_mismatch(run_dir, cfg)
+    if diff is not None:
+        return f"{run_dir} is a finished run of a different config ({diff})"
+    recorded = ((read_fingerprint(run_dir) or {}).get("data") or {}).get("files_sha256")
+    if files_sha256 is not None and recorded is not None and recorded != files_sha256:
+        return f"{run_dir} was made from a different file list of the corpus (files_sha256 differs)"
+    return None
 
 
 def run_parallel(tasks: Sequence[tuple[Path, list[str]]], jobs: int) -> None:
@@ -400,7 +303,7 @@ def summarize_folds(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.Pat
          "leaky": first.leaky, "test": summary["pooled"]},
         out_dir / POOLED_CM_PNG,
     )
-    (out_dir / SUMMARY_MD).write_text(_summary_markdown(result), encoding="utf-8")
+    atomic_write(out_dir / SUMMARY_MD, _summary_markdown(result))
     logger.info("cross-validation summary written to %s", out_dir / SUMMARY_MD)
     return result
 
@@ -483,12 +386,31 @@ class FoldPlan:
     split: str
     folds: list[int]
     overrides: list[str]
+    overwrite: bool = False
+    files_sha256: str | None = None  # of the corpus's file list, to recognise folds made from other data
 
     def fold_dir(self, k: int) -> Path:
         return self.out / f"fold{k}"
 
     def fold_overrides(self, k: int) -> list[str]:
         return [*self.overrides, f"data.split={self.split}", f"data.fold={k}"]
+
+    def fold_config(self, k: int):
+        """Fold k's resolved config (what its run folder's fingerprint must match)."""
+        from .config import load_config
+
+        return load_config([*self.fold_overrides(k), f"output_dir={self.fold_dir(k)}"])
+
+    def check_finished(self) -> None:
+        """Refuse (or with overwrite=true move aside) every finished fold made with another config."""
+        for k in self.folds:
+            if why_incomplete(self.fold_dir(k)) is None:
+                problem = reused_fold_problem(self.fold_dir(k), self.fold_config(k), self.files_sha256)
+                if problem is not None:
+                    if not self.overwrite:
+                        raise RunFolderError(f"fold {k}: {problem}; pass overwrite=true to move it aside and "
+                                             "re-run it, or choose another output_dir")
+                    move_aside(self.fold_dir(k))
 
     def tasks(self) -> list[tuple[Path, list[str]]]:
         """``(run_dir, overrides)`` per fold, for :func:`run_parallel`."""
@@ -498,9 +420,10 @@ class FoldPlan:
 def plan_folds(overrides: Sequence[str], out_dir: str | os.PathLike | None = None) -> FoldPlan:
     """Resolve a recipe's folds (``recipe=NAME key=value ...``). Loads the corpus once to count speakers,
     which also fills the decoded-corpus cache before any fold runs (parallel folds then only read it)."""
-    from .config import DataConfig, load_config, section
+    from .config import DataConfig, load_config, recipe_suffix, section
     from .data.splits import num_folds
-    from .experiment import load_data
+    from .experiment import experiment_files, load_data
+    from .runfolder import data_fingerprint, parse_bool
 
     overrides = list(overrides)
     for o in [o for o in overrides if o.startswith("output_dir=")]:
@@ -510,13 +433,16 @@ def plan_folds(overrides: Sequence[str], out_dir: str | os.PathLike | None = Non
     base = load_config(overrides)
     data = DataConfig.from_dict(section(base, "data"))
     split = data.split if data.split in FOLD_SPLITS else default_fold_split(data.corpus)
+    # Like a run folder, the default root carries the config fingerprint when overrides change the recipe.
     out = Path(out_dir) if out_dir else Path("runs") / str(base.recipe_name) / \
-        f"crossval-{data.corpus}-{split}-seed{base.seed}"
+        f"crossval-{data.corpus}-{split}-seed{base.seed}{recipe_suffix(base)}"
     probe = load_data(DataConfig.from_dict({**section(base, "data"), "split": "speaker", "fold": None}),
                       int(base.seed))
     speakers = sorted({s for v in probe.info["speakers"].values() for s in v})
     folds = list(range(1, num_folds(data.corpus, split, speakers) + 1))
-    return FoldPlan(str(base.recipe_name), out, split, folds, overrides)
+    return FoldPlan(str(base.recipe_name), out, split, folds, overrides,
+                    overwrite=parse_bool(base.get("overwrite", False), "overwrite"),
+                    files_sha256=data_fingerprint(probe.info, experiment_files(probe))["files_sha256"])
 
 
 def crossval_recipe(overrides: Sequence[str], out_dir: str | os.PathLike | None = None, jobs: int = 1) -> Path:
@@ -541,9 +467,12 @@ def crossval_recipe(overrides: Sequence[str], out_dir: str | os.PathLike | None 
         raise ValueError(f"jobs={jobs}: the number of folds to run at once must be >= 1")
     plan = plan_folds(overrides, out_dir)
     logger.info("cross-validating %s: %s with %d folds -> %s", plan.recipe, plan.split, len(plan.folds), plan.out)
-    if jobs > 1:
-        run_parallel(plan.tasks(), jobs)
-    dirs = run_folds(lambda k: run(load_config([*plan.fold_overrides(k), f"output_dir={plan.fold_dir(k)}"])),
-                     plan.folds, plan.fold_dir)
-    summarize_folds(dirs, plan.out)
+    with RunLock(plan.out):  # one cross-validation per root; each fold run also locks its own folder
+        plan.check_finished()
+        if jobs > 1:
+            run_parallel(plan.tasks(), jobs)
+        dirs = run_folds(lambda k: run(load_config([*plan.fold_overrides(k), f"output_dir={plan.fold_dir(k)}"])),
+                         plan.folds, plan.fold_dir, fold_config=plan.fold_config, overwrite=plan.overwrite,
+                         files_sha256=plan.files_sha256)
+        summarize_folds(dirs, plan.out)
     return plan.out

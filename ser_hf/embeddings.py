@@ -21,6 +21,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ser_hf.models.whisper_crop import crop_seconds, crop_whisper
+
 logger = logging.getLogger(__name__)
 
 # Bump when the computation changes, so stale cached embeddings are not reused.
@@ -38,6 +40,7 @@ class EmbeddingSettings:
     pooling: str = "mean"
     batch_size: int = 8
     cache: bool = True
+    max_duration_s: float | None = None  # Whisper: encoder cropped to this many (whole) seconds; longer clips truncated
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "EmbeddingSettings":
@@ -121,7 +124,8 @@ def select_layers(hidden_states: Sequence[torch.Tensor], layers, layer_weights: 
 class _Encoder:
     """A pretrained encoder ready for hidden-state extraction (loaded lazily, only on a cache miss)."""
 
-    def __init__(self, name_or_path: str, layers, device: str | None, local_files_only: bool | None):
+    def __init__(self, name_or_path: str, layers, device: str | None, local_files_only: bool | None,
+                 max_duration_s: float | None = None):
         from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification
 
         from ser_hf.models.transformer import (
@@ -151,6 +155,7 @@ class _Encoder:
             model = _from_pretrained(AutoModel, name, local_only, "model")
         if getattr(model.config, "is_encoder_decoder", False):  # Whisper & co: the encoder only
             model = model.get_encoder()
+        model, self.feature_extractor = crop_whisper(model, self.feature_extractor, max_duration_s)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         if self.layer_weights is not None:
@@ -187,8 +192,8 @@ class _Encoder:
         return torch.cat(pooled, dim=-1).float().cpu().numpy()
 
 
-def _load_encoder(name_or_path: str, layers, device, local_files_only) -> _Encoder:
-    return _Encoder(name_or_path, layers, device, local_files_only)
+def _load_encoder(name_or_path: str, layers, device, local_files_only, max_duration_s=None) -> _Encoder:
+    return _Encoder(name_or_path, layers, device, local_files_only, max_duration_s)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -220,11 +225,12 @@ def model_identity(name_or_path: str | os.PathLike) -> dict:
     return {"path": str(path.resolve()), "files": files, "config": config}
 
 
-def embeddings_fingerprint(ds, model_name_or_path, layers, pooling) -> str:
+def embeddings_fingerprint(ds, model_name_or_path, layers, pooling, max_duration_s=None) -> str:
     from datasets.fingerprint import Hasher
 
     layers_key = list(layers) if isinstance(layers, (list, tuple)) else layers
-    return Hasher.hash({
+    crop = {"crop_s": crop_seconds(max_duration_s)} if max_duration_s is not None else {}  # old keys unchanged
+    return Hasher.hash({**crop,
         "dataset": ds._fingerprint,
         "model": model_identity(model_name_or_path),
         "layers": layers_key,
@@ -249,13 +255,16 @@ def extract_embeddings(
     device: str | None = None,
     local_files_only: bool | None = None,
     column: str = "audio",
+    max_duration_s: float | None = None,
 ):
     """``ds`` plus an ``embedding`` column (float32 vector per clip).
 
     ``layers``: ``"last"``, a hidden-state index (0 = encoder input), a list of indices (pooled
     vectors concatenated), ``"mean"`` (average of all transformer layers) or ``"weighted"`` (learned
     layer weights of a checkpoint fine-tuned with ``use_weighted_layer_sum=True``). ``pooling``:
-    ``"mean"`` or ``"mean_std"`` (mean ‖ std), over real frames only.
+    ``"mean"`` or ``"mean_std"`` (mean ‖ std), over real frames only. ``max_duration_s``: a Whisper
+    encoder runs on that many (whole) seconds instead of 30 (:mod:`ser_hf.models.whisper_crop`);
+    longer clips are truncated to it.
 
     Embeddings do not depend on which other clips share a batch: models with attention masks get
     masked batches; models without (wav2vec2-base) only batch clips of identical length, since zero
@@ -275,7 +284,7 @@ def extract_embeddings(
     if "embedding" in ds.column_names:
         raise ValueError("dataset already has an 'embedding' column; remove it first "
                          "(ds.remove_columns('embedding'))")
-    fingerprint = embeddings_fingerprint(ds, model_name_or_path, layers, pooling)
+    fingerprint = embeddings_fingerprint(ds, model_name_or_path, layers, pooling, max_duration_s)
     cache_file_name = None
     if cache and not ds.cache_files:
         if cache_dir is not None:
@@ -288,7 +297,8 @@ def extract_embeddings(
 
     def embed(audios: list[dict]) -> dict[str, list]:
         if "encoder" not in state:
-            state["encoder"] = _load_encoder(os.fspath(model_name_or_path), layers, device, local_files_only)
+            state["encoder"] = _load_encoder(os.fspath(model_name_or_path), layers, device, local_files_only,
+                                             max_duration_s)
         encoder = state["encoder"]
         rates = {int(a["sampling_rate"]) for a in audios}
         if len(rates) != 1:

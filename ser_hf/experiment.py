@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,7 +160,7 @@ def _common_columns(ds):
 
 def run(cfg: DictConfig) -> Path:
     """Train and evaluate the recipe in ``cfg`` (see :func:`ser_hf.config.load_config`); returns the run folder."""
-    from accelerate.utils import set_seed
+    from .runfolder import claim, parse_bool
 
     out = Path(cfg.output_dir)
     state = process_state()
@@ -168,13 +169,54 @@ def run(cfg: DictConfig) -> Path:
     family = model_cfg.pop("family", None)
     if family not in FAMILIES:
         raise ValueError(f"model.family={family!r} is not one of {FAMILIES}")
+    # The folder becomes this run's (lock, fingerprint, finished-run checks) before anything is written to it.
+    lock = claim(out, cfg, resume=parse_bool(cfg.get("resume", False), "resume"),
+                 overwrite=parse_bool(cfg.get("overwrite", False), "overwrite"), main_process=state.is_main_process)
+    try:
+        return _run_claimed(cfg, out, state, data_cfg, model_cfg, family)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def experiment_files(data: ExperimentData) -> list[str]:
+    """Every clip of an experiment (train, validation, tests) as ``corpus/file``: the data fingerprint's list."""
+    from .runfolder import clip_files
+
+    return clip_files([data.train, data.validation, *data.tests.values()], data.info.get("corpus"))
+
+
+def _min_clip_s(cfg, family: str) -> float:
+    """The shortest clip a family reads meaningfully: one analysis frame (``features.n_fft``) for feature
+    families, 25 ms (a speech encoder's first frame) for transformers and embeddings."""
+    if family in ("transformer", "embedding"):
+        return 0.025
+    from .features import FeatureConfig
+
+    fcfg = FeatureConfig.from_dict({"sampling_rate": int(cfg.data.sampling_rate), **section(cfg, "features")})
+    return fcfg.n_fft / fcfg.sampling_rate
+
+
+def _run_claimed(cfg, out: Path, state, data_cfg: DataConfig, model_cfg: dict, family: str) -> Path:
+    from accelerate.utils import set_seed
+
+    from .runfolder import atomic_write, check_data, data_fingerprint, too_short_clips, write_fingerprint
+
     set_seed(int(cfg.seed))
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+        atomic_write(out / "config.yaml", OmegaConf.to_yaml(cfg))
+        write_fingerprint(out, cfg)
     logger.info("recipe %s -> %s", cfg.recipe_name, out)
 
     data = load_data(data_cfg, int(cfg.seed))
+    data.info["too_short"] = too_short_clips([data.train, data.validation, *data.tests.values()],
+                                             _min_clip_s(cfg, family))
+    data_fp = data_fingerprint(data.info, experiment_files(data))
+    check_data(out, data_fp)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        write_fingerprint(out, cfg, data_fp)
     if len(data.train) == 0:
         raise ValueError(f"the training split of {data_cfg.corpus} is empty (speakers: {data.info['speakers']}); "
                          "check data.data_dir, data.split and data.fold")
@@ -259,20 +301,27 @@ def _torch_loader(ds, tcfg, train: bool, spec: dict | None = None):
     from .augment import SPEC_KEYS, spec_augment
     from .training import make_dataloader
 
+    files = dict(zip(ds["clip_id"], ds["file"])) if "file" in ds.column_names else None  # names clips in errors
     ds = ds.with_format("torch", columns=["features", "label", "clip_id"])
     spec = dict(spec or {})
     bad = sorted(set(spec) - set(SPEC_KEYS))
     if bad:
         raise ValueError(f"augment.spec_augment: unknown key(s) {bad}; valid keys: {list(SPEC_KEYS)}")
 
+
+    from .collate import pad_features
+
     def collate(rows):
-        x = torch.stack([r["features"] for r in rows]).float()
+        x, mask = pad_features([r["features"] for r in rows], [int(r["clip_id"]) for r in rows], files)
         if train and spec:
             axes = {"time_axis": -1, "freq_axis": -2} if x.ndim == 4 else {"time_axis": 1, "freq_axis": 2}
             x = spec_augment(x, generator=None, **{"time_masks": 0, "time_width": 0, "freq_masks": 0,
                                                    "freq_width": 0, **spec}, **axes)
-        return {"input_values": x, "labels": torch.stack([r["label"] for r in rows]).long(),
-                "clip_id": torch.stack([r["clip_id"] for r in rows]).long()}
+        batch = {"input_values": x, "labels": torch.stack([r["label"] for r in rows]).long(),
+                 "clip_id": torch.stack([r["clip_id"] for r in rows]).long()}
+        if mask is not None:
+            batch["attention_mask"] = mask
+        return batch
 
     return make_dataloader(ds, tcfg, train=train, collate_fn=collate)
 
@@ -292,7 +341,10 @@ def _run_baseline(cfg, family: str, model_cfg: dict, data: ExperimentData, out: 
     train_loader = _torch_loader(windows["train"], tcfg, train=True, spec=spec)
     eval_loaders = {name: _torch_loader(ds, tcfg, train=False) for name, ds in windows.items() if name != "train"}
     trainer = Trainer(model, tcfg, out, class_weights=balanced_class_weights(feats["train"]["label"], len(data.label_names)))
-    result = trainer.fit(train_loader, eval_loaders.get("validation"), resume=bool(cfg.get("resume", False)))
+    from .runfolder import parse_bool
+
+    result = trainer.fit(train_loader, eval_loaders.get("validation"),
+                         resume=parse_bool(cfg.get("resume", False), "resume"))
     predictions = {}
     sets = _eval_sets(data)
     for name, loader in eval_loaders.items():
@@ -381,7 +433,9 @@ def _run_embedding(cfg, model_cfg: dict, data: ExperimentData, out: Path) -> Out
         clf.save_pretrained(model_dir)
         (model_dir / "embedding_config.json").write_text(json.dumps({"name_or_path": name, **emb}, indent=2))
 
-    return Outcome(predictions, save, train_seconds=seconds, base_model=name)
+    from .models.ct2_whisper import source_hub_id
+
+    return Outcome(predictions, save, train_seconds=seconds, base_model=source_hub_id(name))
 
 
 # ---------------------------------------------------------------------------------------- outputs
@@ -404,6 +458,7 @@ def _write_outputs(cfg, family: str, data: ExperimentData, outcome: Outcome, out
         "label_set": data.info["label_set"],
         "speakers": data.info["speakers"],
         "skipped": data.info["skipped"],
+        "too_short": data.info.get("too_short", []),
         "best_epoch": outcome.best_epoch,
         "train_seconds": round(float(outcome.train_seconds or 0.0), 3),
         "model_family": family,
@@ -438,16 +493,21 @@ def _write_outputs(cfg, family: str, data: ExperimentData, outcome: Outcome, out
     write_predictions(out / "predictions.csv", rows, label_names=names)
     if outcome.history:
         write_json(out / "history.json", outcome.history)
-    model_dir = out / "model"
-    model_dir.mkdir(parents=True, exist_ok=True)
-    outcome.save(model_dir)
-    write_report(out, metrics, outcome.history)
     hub = section(cfg, "hub")
     from .hub import model_card, push_to_hub
+    from .runfolder import replace_dir, write_checksums
 
+    # The model folder is built aside, with sha256 checksums of its weights, and swapped in whole.
+    model_dir, tmp_dir = out / "model", out / ".model.tmp"
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    tmp_dir.mkdir(parents=True)
+    outcome.save(tmp_dir)
+    write_checksums(tmp_dir)
     card = model_card(metrics, base_model=outcome.base_model, repo_id=hub.get("repo_id"),
                       dataset_name=data.info["corpus"])
-    card.save(model_dir / "README.md")
+    card.save(tmp_dir / "README.md")
+    replace_dir(tmp_dir, model_dir)
+    write_report(out, metrics, outcome.history)
     if hub.get("push"):
         if not hub.get("repo_id"):
             raise ValueError("hub.push=true needs hub.repo_id=ORG/NAME")
@@ -470,4 +530,8 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from .config import run_cli
+
+    run_cli(main, sys.argv[1:])

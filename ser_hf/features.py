@@ -200,7 +200,9 @@ class FeatureConfig:
             raise ValueError(f"unknown feature config key(s) {unknown}; valid keys: {sorted(known)}")
         if "stats" in d and d["stats"] is not None and not isinstance(d["stats"], str):
             d["stats"] = tuple(d["stats"])
-        return cls(**d)
+        from .config import coerce_bool_fields
+
+        return cls(**coerce_bool_fields(cls, d, "features"))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists); ``from_dict(to_dict())`` round-trips."""

@@ -18,7 +18,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
-from ser_hf.reporting import LEAKY_WARNING, eval_splits, is_leaky, protocol_description
+from ser_hf.reporting import LEAKY_WARNING, eval_splits, is_leaky, protocol_description, skipped_lines
 
 logger = logging.getLogger(__name__)
 
@@ -220,6 +220,8 @@ def model_card(metrics: Mapping[str, Any], base_model: str | None = None, repo_i
             body.append(f"- {split} speakers ({len(ids)}): {', '.join(map(str, ids)) or '-'}")
     if metrics.get("best_epoch") is not None:
         body.append(f"- best epoch (validation macro-F1): {metrics['best_epoch']}")
+    for line in skipped_lines(metrics, limit=20):  # skipped and too-short clips, with their reasons
+        body.append(f"  - `{line.strip()}`" if line.startswith("  ") else f"- {line}")
     body += ["", "## Labels", "", "| id | label |", "|---:|---|"]
     body += [f"| {i} | {name} |" for i, name in enumerate(labels)]
     body += ["", _how_to_use(model_ref, pipeline_compatible, predict_command), "", "## Training data licences", ""]

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from ser_hf.clips import NO_SPEECH, clip_probabilities, is_silent, log_probabilities
+from ser_hf.models.whisper_crop import fixed_input_chunk_s
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ DEFAULT_OVERLAP_S = 1.0
 MIN_CLIP_S = 0.25
 KINDS = ("transformer", "adapter", "baseline", "classic")
 PRECISIONS = ("fp32", "bf16", "int8", "auto")
+BACKENDS = ("auto", "torch", "onnx")  # auto: onnx for folders written by scripts/export.py, else torch
 
 
 class Predictor:
@@ -94,6 +96,7 @@ class Predictor:
                             overlap_s: float, allow_padding: bool | None) -> list[np.ndarray]:
         from ser_hf.models.transformer import _is_waveform_extractor, chunk_clip, featurize, length_sorted_batches
 
+        chunk_s = fixed_input_chunk_s(self.feature_extractor, chunk_s)  # cropped Whisper: chunks it can see whole
         chunks, owner = [], []
         for i, a in enumerate(arrays):
             pieces = chunk_clip(a, self.sampling_rate, chunk_s, overlap_s) if chunk_s else [a]
@@ -186,17 +189,12 @@ class Predictor:
 
     @property
     def min_samples(self) -> int:
-        """The shortest input the model takes: shorter ones are zero-padded to this length."""
+        """The shortest input the model reads meaningfully (shorter ones are zero-padded to it): one analysis
+        frame (``n_fft``) for feature models, 25 ms (a speech encoder's first frame) otherwise - the definition
+        of ``ser_hf.experiment._min_clip_s``, which lists such training clips."""
         if self.feature_config is not None:
-            need = int(getattr(self.feature_config, "n_fft", 0) or 0)
-            frames = getattr(self.feature_config, "window_frames", None)
-            if frames:
-                need = max(need, int(frames) * int(self.feature_config.hop_length))
-            duration = getattr(self.feature_config, "duration_s", None)
-            if duration:
-                need = min(need, int(round(float(duration) * self.sampling_rate)))
-            return max(need, 1)
-        return max(1, int(0.025 * self.sampling_rate))  # speech encoders: a 400-sample receptive field at 16 kHz
+            return max(1, int(self.feature_config.n_fft))
+        return max(1, int(0.025 * self.sampling_rate))
 
     def _check_length(self, name: str, array: np.ndarray) -> tuple[np.ndarray, str | None]:
         """Warn about clips shorter than MIN_CLIP_S or the model's minimum; pad those below the minimum."""
@@ -240,7 +238,8 @@ class Predictor:
 
         cfg = self.embedding_config
         if self._encoder is None:
-            self._encoder = _load_encoder(cfg["name_or_path"], cfg["layers"], str(self.device), None)
+            self._encoder = _load_encoder(cfg["name_or_path"], cfg["layers"], str(self.device), None,
+                                          cfg.get("max_duration_s"))
         enc = self._encoder
         exact = enc.waveform and not uses_attention_mask(enc.feature_extractor)
         out: list[np.ndarray | None] = [None] * len(arrays)
@@ -351,7 +350,8 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def load_for_inference(model_dir: str | os.PathLike, *, device: str | None = None,
-                       local_files_only: bool | None = None, precision: str = "fp32") -> Predictor:
+                       local_files_only: bool | None = None, precision: str | None = None,
+                       backend: str = "auto", threads: int | None = None) -> Predictor:
     """Load any saved ser_hf model folder (see the module docstring for what is recognised).
 
     ``precision`` (neural models): ``"fp32"`` (default: identical to ``pipeline("audio-classification")``),
@@ -359,12 +359,39 @@ def load_for_inference(model_dir: str | os.PathLike, *, device: str | None = Non
     on GPUs; slow where bf16 is emulated), ``"int8"`` (:func:`quantize_int8`, CPU only) or ``"auto"`` (bf16
     for neural models where the device runs it natively - a CUDA GPU with bf16, a CPU with AVX512-BF16/AMX -
     else fp32). bf16 and int8 change probabilities by ~1e-3; see benchmarks/results/inference.md.
+
+    ``backend``: ``"torch"``, ``"onnx"`` (a folder written by ``scripts/export.py``, run with onnxruntime;
+    ``precision`` then picks its graph: ``"fp32"``, ``"int8"``, or by default the export's own choice) or
+    ``"auto"`` (onnx for export folders, else torch). ``threads``: intra-op threads (onnxruntime session or
+    ``torch.set_num_threads``); default: the library's own choice.
     """
+    # --- ONNX backend hook (issue 15): export folders run with onnxruntime, see ser_hf/onnx_backend.py
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r}: use one of {BACKENDS}")
+    from ser_hf.onnx_backend import is_onnx_export, load_onnx_parts
+
+    if backend == "onnx" or (backend == "auto" and is_onnx_export(model_dir)):
+        if device not in (None, "cpu"):
+            raise ValueError(f"backend=onnx runs on the CPU; device={device!r} is not supported")
+        parts = load_onnx_parts(model_dir, precision=precision or "auto", threads=threads)
+        predictor = Predictor(parts["kind"], parts["model"], parts["labels"], parts["sampling_rate"],
+                              Path(model_dir), feature_extractor=parts["feature_extractor"],
+                              feature_config=parts["feature_config"], device=torch.device("cpu"))
+        predictor.precision = f"onnx-{parts['model'].path.name}"
+        return predictor
+    if threads:
+        torch.set_num_threads(int(threads))
+    # --- end of hook
+    precision = precision or "fp32"
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: use one of {PRECISIONS}")
+    if Path(model_dir).is_dir():  # sha256 of the weights as saved (ser_hf.runfolder): damage is named, not loaded
+        from ser_hf.runfolder import verify_checksums
+
+        verify_checksums(model_dir)
     predictor = _load(model_dir, device=device, local_files_only=local_files_only)
     if precision == "auto":
-        precision = "bf16" if predictor.kind != "classic" and _native_bf16(predictor.device) else "fp32"
+        precision = auto_precision(predictor.kind, predictor.device)
     if precision != "fp32" and predictor.kind == "classic":
         raise ValueError(f"precision={precision!r} applies to neural models; {model_dir} is a classic sklearn model")
     if precision == "int8":
@@ -378,14 +405,39 @@ def load_for_inference(model_dir: str | os.PathLike, *, device: str | None = Non
     return predictor
 
 
-def _native_bf16(device: torch.device) -> bool:
+def auto_precision(kind: str, device: torch.device, cpu_flags: set[str] | None = None,
+                   cuda_bf16: bool | None = None) -> str:
+    """What ``precision="auto"`` runs: bf16 only where the hardware computes bfloat16 natively (a CUDA GPU
+    with bf16; a CPU flagging ``avx512_bf16`` or ``amx_bf16``), else fp32. Never an emulated bf16: on an
+    AVX2-only CPU bf16 autocast ran 15x *slower* than fp32 (issue 15). ``cpu_flags``/``cuda_bf16`` default
+    to this machine's (for tests: pass them)."""
+    if kind == "classic":
+        return "fp32"
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and _cpu_has_bf16()
+        native = torch.cuda.is_bf16_supported() if cuda_bf16 is None else cuda_bf16
+    elif device.type == "cpu":
+        native = _cpu_has_bf16(cpu_flags)
+    else:
+        native = False
+    return "bf16" if native else "fp32"
 
 
-def _cpu_has_bf16() -> bool:
-    cpu = torch.cpu
+def cpu_flags() -> set[str]:
+    """The CPU feature flags of /proc/cpuinfo (empty where there is none, e.g. macOS, Windows)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _cpu_has_bf16(flags: set[str] | None = None) -> bool:
+    flags = cpu_flags() if flags is None else set(flags)
+    if flags:
+        return bool(flags & {"avx512_bf16", "amx_bf16"})
+    cpu = torch.cpu  # no /proc/cpuinfo: ask torch's own CPU feature probe
     checks = [getattr(cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(c() for c in checks if callable(c))
 
@@ -424,7 +476,8 @@ def _load(model_dir: str | os.PathLike, *, device: str | None, local_files_only:
             name = emb.get("name_or_path") or emb.get("model_name_or_path")
             if not name:
                 raise ValueError(f"{model_dir / 'embedding_config.json'} names no name_or_path (the encoder)")
-            emb = {"name_or_path": name, "layers": emb.get("layers", "last"), "pooling": emb.get("pooling", "mean")}
+            emb = {"name_or_path": name, "layers": emb.get("layers", "last"), "pooling": emb.get("pooling", "mean"),
+                   "max_duration_s": emb.get("max_duration_s")}
             from ser_hf.models.transformer import load_feature_extractor
 
             fe = load_feature_extractor(name, local_files_only=local_files_only)
@@ -502,24 +555,27 @@ def audio_paths(spec: str | os.PathLike | Iterable[str | os.PathLike]) -> list[P
     return out
 
 
-def _predictor(model: Predictor | str | os.PathLike, device: str | None, precision: str) -> Predictor:
+def _predictor(model: Predictor | str | os.PathLike, device: str | None, precision: str | None,
+               backend: str = "auto", threads: int | None = None) -> Predictor:
     if isinstance(model, Predictor):
         return model
-    return load_for_inference(model, device=device, precision=precision)
+    return load_for_inference(model, device=device, precision=precision, backend=backend, threads=threads)
 
 
 def predict_files(paths: Iterable[str | os.PathLike], model: Predictor | str | os.PathLike, *,
-                  device: str | None = None, precision: str = "fp32", **kwargs) -> list[dict]:
-    """:meth:`Predictor.predict_files` with a model folder (loaded with ``device`` and ``precision``) or a
-    loaded :class:`Predictor`."""
-    return _predictor(model, device, precision).predict_files(paths, **kwargs)
+                  device: str | None = None, precision: str | None = None, backend: str = "auto",
+                  threads: int | None = None, **kwargs) -> list[dict]:
+    """:meth:`Predictor.predict_files` with a model folder (loaded with ``device``, ``precision``, ``backend``
+    and ``threads``) or a loaded :class:`Predictor`."""
+    return _predictor(model, device, precision, backend, threads).predict_files(paths, **kwargs)
 
 
 def predict_arrays(arrays: Sequence[np.ndarray], sampling_rate: int, model: Predictor | str | os.PathLike, *,
-                   device: str | None = None, precision: str = "fp32", **kwargs) -> list[dict]:
+                   device: str | None = None, precision: str | None = None, backend: str = "auto",
+                   threads: int | None = None, **kwargs) -> list[dict]:
     """:meth:`Predictor.predict_arrays` with a model folder or a loaded :class:`Predictor`."""
-    return _predictor(model, device, precision).predict_arrays(arrays, sampling_rate, **kwargs)
+    return _predictor(model, device, precision, backend, threads).predict_arrays(arrays, sampling_rate, **kwargs)
 
 
-__all__ = ["AUDIO_EXTENSIONS", "DEFAULT_CHUNK_S", "DEFAULT_OVERLAP_S", "PRECISIONS", "Predictor", "audio_paths",
-           "load_for_inference", "predict_arrays", "predict_files", "quantize_int8"]
+__all__ = ["AUDIO_EXTENSIONS", "BACKENDS", "DEFAULT_CHUNK_S", "DEFAULT_OVERLAP_S", "PRECISIONS", "Predictor", "audio_paths",
+           "auto_precision", "cpu_flags", "load_for_inference", "predict_arrays", "predict_files", "quantize_int8"]

@@ -44,9 +44,8 @@ PROTOCOLS = {
 
 # ----------------------------------------------------------------------------------------------- helpers
 
-def is_leaky(metrics: Mapping[str, Any]) -> bool:
-    """True when the run's split lets speakers overlap (``leaky`` flag, or a ``random`` split)."""
-    return bool(metrics.get("leaky")) or metrics.get("split") == "random"
+# is_leaky and read_predictions live with the one run-folder reader (ser_hf.runfolder), re-exported here.
+from .runfolder import atomic_path, atomic_write, is_leaky, read_predictions  # noqa: E402,F401
 
 
 def protocol_description(metrics: Mapping[str, Any]) -> str:
@@ -94,7 +93,7 @@ def write_json(path: str | Path, obj: Any) -> Path:
     """Write ``obj`` as strict, NaN-free JSON (``allow_nan=False`` proves it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    atomic_write(path, json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n")
     return path
 
 
@@ -171,6 +170,23 @@ def _confusion_text(split_metrics: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def skipped_lines(metrics: Mapping[str, Any], limit: int = 50) -> list[str]:
+    """The clips left out of the run (undecodable, too short, ...) with their reasons, for report and card."""
+    lines = []
+    for key, title in (("skipped", "skipped clips ({n}; not in any split):"),
+                       ("too_short", "too-short clips ({n}; below the features' or model's minimum, used):")):
+        clips = list(metrics.get(key) or [])
+        if not clips:
+            lines.append(title.split(" (")[0] + ": none")
+            continue
+        lines.append(title.format(n=len(clips)))
+        lines += [f"  {s.get('file', '?')}: {s.get('reason', '?')}" if isinstance(s, Mapping) else f"  {s}"
+                  for s in clips[:limit]]
+        if len(clips) > limit:
+            lines.append(f"  ... {len(clips) - limit} more in metrics.json")
+    return lines
+
+
 def classification_report_text(metrics: Mapping[str, Any], history_note: str | None = None) -> str:
     """The whole ``classification_report.txt``: protocol header, then one table per evaluated split."""
     lines = _header_lines(metrics)
@@ -194,6 +210,7 @@ def classification_report_text(metrics: Mapping[str, Any], history_note: str | N
             lines += ["", "per speaker and gender:", *table_lines(m)]
     if history_note:
         lines += ["", history_note]
+    lines += ["", *skipped_lines(metrics)]
     if is_leaky(metrics):
         lines += ["", f"!!! {LEAKY_WARNING}"]
     return "\n".join(lines) + "\n"
@@ -326,7 +343,7 @@ def write_report(output_dir: str | Path, metrics: Mapping[str, Any],
         logger.info("%s in %s", note, output_dir)
 
     report = output_dir / REPORT_FILE
-    report.write_text(classification_report_text(metrics, note), encoding="utf-8")
+    atomic_write(report, classification_report_text(metrics, note))
     paths["classification_report"] = report
     if eval_splits(metrics):
         paths["confusion_matrix"] = plot_confusion_matrices(metrics, output_dir / CONFUSION_FILE)
@@ -360,26 +377,12 @@ def write_predictions(path: str | Path, rows: Iterable[Mapping[str, Any]],
     columns = [*PREDICTION_COLUMNS, *prob_cols, *extra]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         for r in rows:
             writer.writerow({k: (float(v) if isinstance(v, np.floating) else v) for k, v in r.items()})
     return path
-
-
-def read_predictions(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of predictions.csv; ``prob_*`` as floats, everything else kept as text.
-
-    Read with the csv module rather than pandas so speaker ids like "03" stay strings.
-    """
-    with Path(path).open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    for r in rows:
-        for k, v in r.items():
-            if k.startswith("prob_"):
-                r[k] = float(v) if v not in ("", None) else math.nan
-    return rows
 
 
 def read_run(run_dir: str | Path) -> dict[str, Any]:

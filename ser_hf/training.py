@@ -40,11 +40,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import DataLoader, SequentialSampler
 
 from .losses import LOSSES, build_loss
+from .runfolder import RunFolderError, load_safetensors, load_state, save_state, verify_checksums, write_checksums
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ NON_MODEL_KEYS = ("labels", "clip_id")
 STATE_FILE = "trainer_state.json"
 BEST_FILE = "best.json"
 BEST_WEIGHTS = "model.safetensors"
+CHECKPOINT_FORMAT = 2  # 2: safetensors + JSON (1: Accelerate's pickles, refused)
 # Config keys that may change between an interrupted run and its resumption without changing results.
 _RESUME_FREE_KEYS = {"max_epochs", "early_stopping_patience", "log_with", "num_workers", "progress_bar",
                      "eval_batch_size"}
@@ -181,7 +183,9 @@ class TrainerConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown trainer option(s) {unknown}; valid options: {sorted(known)}")
-        return cls(**dict(d))
+        from .config import coerce_bool_fields
+
+        return cls(**coerce_bool_fields(cls, dict(d), "trainer"))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -585,10 +589,26 @@ class Trainer:
         acc.wait_for_everyone()
 
     def _save_last(self, state: dict) -> None:
-        # torch.save, not safetensors: Accelerate's safetensors path drops tensors that share a storage
-        # (it takes them for tied duplicates), and cuDNN puts all of an nn.LSTM's weights in one storage.
-        self._write_checkpoint("last", lambda tmp: self.accelerator.save_state(str(tmp), safe_serialization=False),
-                               STATE_FILE, state)
+        """Weights, optimizer, LR-scheduler (and fp16 grad-scaler) state as safetensors + JSON with sha256
+        checksums; nothing is pickled, so resuming a downloaded run folder cannot run code. (Not Accelerate's
+        save_state: it pickles the scheduler and RNG states. The RNGs need no saving: every epoch reseeds
+        them from (seed, epoch).)"""
+        acc = self.accelerator
+
+        def write(tmp: Path) -> None:
+            weights = acc.get_state_dict(self.model)  # unwrapped (and gathered, for sharded models)
+            if acc.is_main_process:
+                # Own copies: safetensors refuses tensors sharing one storage (an nn.LSTM's weights on cuDNN).
+                save_file({k: v.detach().cpu().clone() for k, v in weights.items()}, str(tmp / BEST_WEIGHTS),
+                          metadata={"format": "pt"})
+                save_state(tmp, "optimizer", self.optimizer.state_dict())
+                if self.scheduler is not None:
+                    save_state(tmp, "scheduler", self.scheduler.state_dict())
+                if getattr(acc, "scaler", None) is not None:
+                    save_state(tmp, "scaler", acc.scaler.state_dict())
+                write_checksums(tmp)
+
+        self._write_checkpoint("last", write, STATE_FILE, state)
 
     def _save_best(self, epoch: int, metric: float | None) -> None:
         acc = self.accelerator
@@ -599,6 +619,7 @@ class Trainer:
                 # Own copies: Accelerate's save_model would drop parameters sharing one storage (LSTMs on CUDA).
                 save_file({k: v.detach().cpu().clone() for k, v in state.items()}, str(tmp / BEST_WEIGHTS),
                           metadata={"format": "pt"})
+                write_checksums(tmp, [BEST_WEIGHTS])
 
         self._write_checkpoint("best", write, BEST_FILE, {"epoch": epoch, "val_macro_f1": metric})
 
@@ -614,9 +635,10 @@ class Trainer:
             raise FileNotFoundError(f"best checkpoint {path} is missing; delete {self.checkpoint_dir} to start over")
         # safetensors names CPU "cpu", not Accelerate's "cpu:0" under multi-CPU
         device = "cpu" if acc.device.type == "cpu" else str(acc.device)
+        verify_checksums(path.parent)  # another run's or a damaged file is refused, naming it
         # load_state_dict copies into the live parameters. safetensors.torch.load_model refuses models
         # whose parameters share one storage, which every nn.LSTM on CUDA has (cuDNN flattens its weights).
-        self.unwrapped_model.load_state_dict(load_file(str(path), device=device))
+        self.unwrapped_model.load_state_dict(load_safetensors(path, device=device))
 
     def find_checkpoint(self) -> Path | None:
         """The newest complete ``last`` checkpoint (also looks at the aside/temporary folders an
@@ -634,7 +656,7 @@ class Trainer:
         return best
 
     def _fresh_state(self) -> dict:
-        return {"format": 1, "epoch": 0, "global_step": 0, "history": [], "best_metric": None, "best_epoch": 0,
+        return {"format": CHECKPOINT_FORMAT, "epoch": 0, "global_step": 0, "history": [], "best_metric": None, "best_epoch": 0,
                 "bad_epochs": 0, "stopped_early": False, "train_seconds": 0.0,
                 "num_processes": self.accelerator.num_processes, "config": self.cfg.to_dict()}
 
@@ -651,7 +673,20 @@ class Trainer:
         if state.get("num_processes") != self.accelerator.num_processes:
             logger.warning("checkpoint written by %s process(es), resuming with %s: batches differ from an "
                            "uninterrupted run", state.get("num_processes"), self.accelerator.num_processes)
-        self.accelerator.load_state(str(path))
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise RunFolderError(
+                f"{path} was written by an older ser_hf in Accelerate's pickle format (format {state.get('format')}); "
+                "it is not loaded, because unpickling a file can run code. Start afresh (overwrite=true, or delete "
+                f"{path.parent})")
+        acc = self.accelerator
+        verify_checksums(path, required=True)
+        device = "cpu" if acc.device.type == "cpu" else str(acc.device)
+        self.unwrapped_model.load_state_dict(load_safetensors(path / BEST_WEIGHTS, device=device))
+        self.optimizer.load_state_dict(load_state(path, "optimizer"))
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(load_state(path, "scheduler"))
+        if getattr(acc, "scaler", None) is not None and (path / "scaler.json").is_file():
+            acc.scaler.load_state_dict(load_state(path, "scaler"))
         state["config"] = self.cfg.to_dict()
         state["num_processes"] = self.accelerator.num_processes
         return state
@@ -692,9 +727,8 @@ class Trainer:
             else:
                 eval_dl = self._prepare_eval(eval_loader)
         steps_per_epoch = math.ceil(len(train_dl) / cfg.grad_accum_steps)
+        # Not registered for Accelerate's checkpointing (that pickles it): _save_last stores its state_dict.
         self.scheduler = self._make_scheduler(steps_per_epoch * cfg.max_epochs, has_eval=eval_dl is not None)
-        if self.scheduler is not None:
-            acc.register_for_checkpointing(self.scheduler)
         if acc.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
         if acc.log_with:

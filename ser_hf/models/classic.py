@@ -220,7 +220,11 @@ class ClassicClassifier:
         for key in ("classifier", "id2label"):
             if key not in config:
                 raise ValueError(f"{config_path}: missing key {key!r}")
-        untrusted = sio.get_untrusted_types(file=model_path)
+        try:
+            untrusted = sio.get_untrusted_types(file=model_path)
+        except Exception as err:  # BadZipFile, KeyError, JSONDecodeError...: a damaged or foreign file
+            raise ValueError(f"{model_path} is damaged or not a skops file ({type(err).__name__}: {err}); "
+                             "retrain or restore the model folder") from err
         unexpected = sorted(set(untrusted) - set(TRUSTED_TYPES))
         if unexpected:
             raise ValueError(

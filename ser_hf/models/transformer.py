@@ -29,6 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ser_hf.models.ct2_whisper import source_hub_id
+from ser_hf.models.whisper_crop import crop_whisper
+
 logger = logging.getLogger(__name__)
 
 # Seconds to wait for the Hub before declaring it unreachable. huggingface_hub itself retries failed
@@ -795,6 +798,7 @@ class FinetuneSettings:
     head_learning_rate: float | None = None  # None: trainer.learning_rate (the encoder's)
     freeze_base_steps: int = 0  # optimizer steps training only the head before the encoder joins
     local_files_only: bool | None = None
+    whisper_crop: bool = True  # Whisper: encoder + extractor cropped to max_duration_s (ser_hf.models.whisper_crop)
 
     @classmethod
     def split(cls, d: dict) -> tuple["FinetuneSettings", dict]:
@@ -822,7 +826,7 @@ def run_finetune(cfg, model_cfg: dict, data, out: Path):
     evaluation averages chunk logits per clip. The saved model is a plain transformers folder (LoRA merged),
     which ``pipeline("audio-classification")`` and :mod:`ser_hf.inference` load directly.
     """
-    from ser_hf.config import section
+    from ser_hf.config import parse_bool, section
     from ser_hf.experiment import Outcome, _eval_sets
     from ser_hf.losses import balanced_class_weights
     from ser_hf.clips import softmax
@@ -836,6 +840,8 @@ def run_finetune(cfg, model_cfg: dict, data, out: Path):
         gradient_checkpointing=settings.gradient_checkpointing, local_files_only=settings.local_files_only,
         **overrides,
     )
+    if settings.whisper_crop:  # no-op for non-Whisper models
+        model, fe = crop_whisper(model, fe, settings.max_duration_s)
     if peft_cfg.enabled:
         model = apply_lora(model, peft_cfg.r, peft_cfg.alpha, peft_cfg.dropout, peft_cfg.target_modules)
     trainer_dict = {"seed": seed, **section(cfg, "trainer")}
@@ -853,7 +859,7 @@ def run_finetune(cfg, model_cfg: dict, data, out: Path):
         eval_overlap_s=settings.eval_overlap_s, num_workers=tcfg.num_workers)
     sets = _eval_sets(data)
     result = trainer.fit(loader(data.train, True), loader(sets["validation"], False) if "validation" in sets else None,
-                         resume=bool(cfg.get("resume", False)))
+                         resume=parse_bool(cfg.get("resume", False), "resume"))
     predictions = {}
     for name, ds in sets.items():
         clip_ids, logits, _ = trainer.predict(loader(ds, False))
@@ -871,7 +877,7 @@ def run_finetune(cfg, model_cfg: dict, data, out: Path):
 
     return Outcome(predictions, save, history=result.history, best_epoch=result.best_epoch,
                    train_seconds=result.train_seconds, num_parameters=num_parameters,
-                   base_model=str(settings.name_or_path))
+                   base_model=source_hub_id(settings.name_or_path))
 
 
 __all__ = [
