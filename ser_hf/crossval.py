@@ -33,7 +33,7 @@ SUMMARY_MD = "crossval_summary.md"
 POOLED_CM_PNG = "confusion_matrix_pooled.png"
 
 # Splits whose folds partition the speakers: their test speakers must be disjoint across folds.
-FOLD_SPLITS = ("loso", "kfold")
+FOLD_SPLITS = ("loso", "kfold", "session")
 # The headline numbers reported per fold, in this order.
 HEADLINE = ("macro_f1", "accuracy", "uar")
 HEADLINE_NAMES = {"macro_f1": "macro-F1", "accuracy": "accuracy", "uar": "UAR"}
@@ -373,8 +373,9 @@ def _summary_markdown(s: dict) -> str:
 
 
 def default_fold_split(corpus: str) -> str:
-    """The fold protocol used when a recipe's split has no folds: EmoBox folds for RAVDESS, LOSO otherwise."""
-    return "kfold" if corpus == "ravdess" else "loso"
+    """The fold protocol used when a recipe's split has no folds: EmoBox folds for RAVDESS, leave-one-session-out
+    for IEMOCAP, LOSO otherwise."""
+    return {"ravdess": "kfold", "iemocap": "session"}.get(corpus, "loso")
 
 
 @dataclass

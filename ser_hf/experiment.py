@@ -97,12 +97,17 @@ def load_data(data: DataConfig, seed: int) -> ExperimentData:
         logger.info("cross/multi-corpus run: using the common label set %s", labels_of(data.corpus, "common"))
 
     def load(corpus, data_dir, synthetic=None, split=data.split, fold=data.fold, builder=None):
-        return load_corpus(corpus, _corpus_dir(corpus, data_dir, synthetic), split=split, fold=fold,
+        root = _corpus_dir(corpus, data_dir, synthetic)
+        if synthetic is not None:  # a generated manifest/folder corpus: its manifest file, its speaker regex
+            from .data.synthetic import builder_options
+
+            builder = {**builder_options(corpus, root), **(builder or {})}
+        return load_corpus(corpus, root, split=split, fold=fold,
                            sampling_rate=data.sampling_rate, label_set=label_set, cache_dir=data.cache_dir,
                            num_proc=data.num_proc, seed=seed, **(builder or {}))
 
     with process_state().main_process_first():
-        main = load(data.corpus, data.data_dir, data.synthetic, builder=data.builder)
+        main = load(data.corpus, data.data_dir, data.synthetic, builder={**data.builder, **data.corpus_options()})
         trains, vals = [main["train"]], [main["validation"]]
         infos = {data.corpus: main.info.to_dict()}
         tests = {data.corpus: main["test"]}
@@ -130,6 +135,7 @@ def load_data(data: DataConfig, seed: int) -> ExperimentData:
         "split": main.info.split,
         "fold": main.info.fold,
         "leaky": main.info.leaky,
+        "leaky_reason": main.info.leaky_reason,
         "label_set": label_set,
         "speakers": main.info.speakers,
         "skipped": [s for i in infos.values() for s in i.get("skipped", [])],
@@ -455,6 +461,7 @@ def _write_outputs(cfg, family: str, data: ExperimentData, outcome: Outcome, out
         "fold": data.info["fold"],
         "seed": int(cfg.seed),
         "leaky": bool(data.info["leaky"]),
+        "leaky_reason": data.info.get("leaky_reason", ""),
         "label_set": data.info["label_set"],
         "speakers": data.info["speakers"],
         "skipped": data.info["skipped"],
