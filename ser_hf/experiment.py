@@ -274,10 +274,7 @@ def _eval_sets(data: ExperimentData) -> dict[str, Any]:
     return sets
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+from .clips import softmax as _softmax  # noqa: E402  the one clip-level softmax (ser_hf.clips)
 
 
 # -------------------------------------------------------------------------------------- baselines
@@ -456,6 +453,8 @@ def _run_embedding(cfg, model_cfg: dict, data: ExperimentData, out: Path) -> Out
 
 
 def _write_outputs(cfg, family: str, data: ExperimentData, outcome: Outcome, out: Path) -> None:
+    from .groups import group_metrics
+    from .groups import summary as group_summary
     from .metrics import compute_metrics
     from .reporting import write_json, write_predictions, write_report
 
@@ -487,16 +486,22 @@ def _write_outputs(cfg, family: str, data: ExperimentData, outcome: Outcome, out
         labels = np.asarray(ds["label"])
         pred = probs.argmax(axis=1)
         metrics[split] = compute_metrics(labels, pred, names)
+        genders = ds["gender"] if "gender" in ds.column_names else [""] * len(ds)  # per-speaker/gender (issue 15)
+        metrics[split].update(group_metrics(labels, pred, ds["speaker_id"], genders, names))
         corpus = split.split(":", 1)[1] if ":" in split else data.info.get("test_corpus", data.info["corpus"]) \
             if split == "test" else data.info["corpus"]
         for i, (f, spk) in enumerate(zip(ds["file"], ds["speaker_id"])):
             rows.append({"split": split if ":" not in split else "test", "corpus": corpus, "file": f,
                          "speaker_id": spk, "label": names[labels[i]], "prediction": names[pred[i]],
-                         **{f"prob_{n}": float(probs[i, j]) for j, n in enumerate(names)}})
+                         **{f"prob_{n}": float(probs[i, j]) for j, n in enumerate(names)}, "gender": genders[i]})
     if any(k.startswith("test:") for k in metrics):
         metrics["test_per_corpus"] = {k.split(":", 1)[1]: metrics.pop(k) for k in list(metrics) if k.startswith("test:")}
         pooled = [r for r in rows if r["split"] == "test"]
         metrics["test"] = compute_metrics([r["label"] for r in pooled], [r["prediction"] for r in pooled], names)
+        metrics["test"].update(group_metrics([r["label"] for r in pooled], [r["prediction"] for r in pooled],
+                                             [f"{r['corpus']}:{r['speaker_id']}" for r in pooled],
+                                             [r["gender"] for r in pooled], names))
+    metrics = {"speakers_and_gender": group_summary(metrics), **metrics}  # worst speaker + gender gap first
     write_predictions(out / "predictions.csv", rows, label_names=names)
     if outcome.history:
         write_json(out / "history.json", outcome.history)

@@ -19,7 +19,10 @@ all inputs of one call together, as one speaker's clips: pass one speaker's clip
     {"file": "a.wav", "label": "anger", "scores": {"anger": 0.71, "boredom": 0.02, ...}}
 
 A file that cannot be decoded gives ``{"file", "label": None, "scores": None, "error": "..."}`` and the
-rest go on. Long inputs are cut into overlapping chunks whose logits are averaged; inputs are sorted by
+rest go on; a silence-only input ``{"file", "label": "no speech", "scores": None}``; an input shorter than
+``MIN_CLIP_S`` (or the model's minimum, to which it is zero-padded) carries a ``"warning"``. Long inputs are
+cut into overlapping chunks (every family: ``chunk_s``/``overlap_s``) whose logits are averaged per input
+with :func:`ser_hf.clips.clip_probabilities`, the function evaluation uses too; inputs are sorted by
 length and batched, which is what makes this faster than a per-file ``pipeline("audio-classification")``
 loop (see benchmarks/results/inference.md).
 """
@@ -36,21 +39,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from ser_hf.clips import NO_SPEECH, clip_probabilities, is_silent, log_probabilities
 from ser_hf.models.whisper_crop import fixed_input_chunk_s
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_S = 10.0
 DEFAULT_OVERLAP_S = 1.0
+# Below this an emotion label means little: such clips are scored (padded to the model's minimum where
+# needed) with a warning in the log and in the record.
+MIN_CLIP_S = 0.25
 KINDS = ("transformer", "adapter", "baseline", "classic", "probe")
 PRECISIONS = ("fp32", "bf16", "int8", "auto")
 BACKENDS = ("auto", "torch", "onnx")  # auto: onnx for folders written by scripts/export.py, else torch
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 class Predictor:
@@ -113,10 +114,7 @@ class Predictor:
         for batch in length_sorted_batches([len(c) for c in chunks], batch_size, exact_lengths=not allow_padding):
             logits[batch] = self._forward(**featurize(self.feature_extractor, [chunks[j] for j in batch],
                                                       self.sampling_rate))
-        sums = np.zeros((len(arrays), logits.shape[1]))
-        np.add.at(sums, np.asarray(owner), logits)
-        counts = np.bincount(owner, minlength=len(arrays))[:, None]
-        return list(_softmax(sums / counts))
+        return list(clip_probabilities(owner, logits)[1])
 
     def _features(self, array: np.ndarray) -> np.ndarray:
         from ser_hf.features import extract
@@ -133,27 +131,111 @@ class Predictor:
             x = _utterance_normalise(x)
         return x
 
+    # --- chunked scoring of baseline and classic models (issue 12 predict) -------------------------------
+
+    def _pieces(self, array: np.ndarray, chunk_s: float | None, overlap_s: float) -> list[np.ndarray]:
+        """The chunks a baseline/classic model scores a clip as: ``chunk_s`` windows overlapping by
+        ``overlap_s``; a model trained on a fixed ``duration_s`` gets chunks of that length (a longer chunk
+        would be cropped to its start). No ``chunk_s``: the clip whole (as before)."""
+        from ser_hf.models.transformer import chunk_clip
+
+        chunk_s, overlap_s = self.chunking(chunk_s, overlap_s)
+        if not chunk_s or len(array) <= chunk_s * self.sampling_rate:
+            return [array]
+        return chunk_clip(array, self.sampling_rate, chunk_s, overlap_s)
+
+    def chunking(self, chunk_s: float | None, overlap_s: float) -> tuple[float | None, float]:
+        """The (chunk_s, overlap_s) this model scores long inputs with: as given, except that a baseline or
+        classic model trained on a fixed ``duration_s`` uses chunks of that length."""
+        duration = getattr(self.feature_config, "duration_s", None)
+        if chunk_s and duration:
+            chunk_s = min(float(chunk_s), float(duration))
+        if chunk_s and overlap_s >= chunk_s:
+            overlap_s = chunk_s / 2
+        return chunk_s, overlap_s
+
     @torch.inference_mode()
-    def _baseline_scores(self, arrays: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
+    def _baseline_scores(self, arrays: list[np.ndarray], batch_size: int, chunk_s: float | None = None,
+                         overlap_s: float = 0.0) -> list[np.ndarray]:
         from ser_hf.features import window_array
 
-        windows, owner = [], []
+        owner: list[int] = []
+        logits: list[np.ndarray] = []
+        pending: dict[tuple, list[tuple[int, np.ndarray]]] = {}  # windows of one shape, batched
+
+        def flush(shape):
+            rows = pending.pop(shape)
+            logits.append(self._forward(input_values=torch.from_numpy(np.stack([w for _, w in rows]))))
+            owner.extend(i for i, _ in rows)
+
         for i, a in enumerate(arrays):
-            w = window_array(self._features(a), self.feature_config)
-            windows.extend(w)
-            owner.extend([i] * len(w))
-        logits = np.zeros((len(windows), len(self.label_names)), dtype=np.float64)
-        by_shape: dict[tuple, list[int]] = {}
-        for j, w in enumerate(windows):
-            by_shape.setdefault(w.shape, []).append(j)
-        for idx in by_shape.values():
-            for start in range(0, len(idx), batch_size):
-                batch = idx[start:start + batch_size]
-                logits[batch] = self._forward(input_values=torch.from_numpy(np.stack([windows[j] for j in batch])))
-        sums = np.zeros((len(arrays), logits.shape[1]))
-        np.add.at(sums, np.asarray(owner), logits)
-        counts = np.bincount(owner, minlength=len(arrays))[:, None]
-        return list(_softmax(sums / counts))
+            for piece in self._pieces(a, chunk_s, overlap_s):
+                for w in window_array(self._features(piece), self.feature_config):
+                    pending.setdefault(w.shape, []).append((i, w))
+                    if len(pending[w.shape]) >= batch_size:
+                        flush(w.shape)
+        for shape in list(pending):
+            flush(shape)
+        return list(clip_probabilities(owner, np.concatenate(logits))[1])
+
+    def _classic_scores(self, arrays: list[np.ndarray], batch_size: int, chunk_s: float | None = None,
+                        overlap_s: float = 0.0) -> list[np.ndarray]:
+        owner: list[int] = []
+        pieces: list[np.ndarray] = []
+        for i, a in enumerate(arrays):
+            p = self._pieces(a, chunk_s, overlap_s)
+            pieces.extend(p)
+            owner.extend([i] * len(p))
+        if self.embedding_config is not None:
+            X = self._embedding_rows(pieces, batch_size)
+        else:
+            X = np.stack([self._features(p).reshape(-1) for p in pieces])
+        return list(clip_probabilities(owner, log_probabilities(self.model.predict_proba(X)))[1])
+
+    @property
+    def min_samples(self) -> int:
+        """The shortest input the model reads meaningfully (shorter ones are zero-padded to it): one analysis
+        frame (``n_fft``) for feature models, 25 ms (a speech encoder's first frame) otherwise - the definition
+        of ``ser_hf.experiment._min_clip_s``, which lists such training clips."""
+        if self.feature_config is not None:
+            return max(1, int(self.feature_config.n_fft))
+        return max(1, int(0.025 * self.sampling_rate))
+
+    def _check_length(self, name: str, array: np.ndarray) -> tuple[np.ndarray, str | None]:
+        """Warn about clips shorter than MIN_CLIP_S or the model's minimum; pad those below the minimum."""
+        soft = max(self.min_samples, int(MIN_CLIP_S * self.sampling_rate))
+        if len(array) >= soft:
+            return array, None
+        note = (f"{name}: {len(array) / self.sampling_rate:.3f} s is shorter than "
+                f"{soft / self.sampling_rate:.3f} s (the model's minimum or {MIN_CLIP_S} s): the label is unreliable")
+        if len(array) < self.min_samples:
+            array = np.pad(array, (0, self.min_samples - len(array)))
+            note += f"; zero-padded to {self.min_samples} samples"
+        logger.warning("%s", note)
+        return array, note
+
+    def _score_records(self, names: list[str], arrays: list[np.ndarray], batch_size: int, chunk_s, overlap_s,
+                       allow_padding) -> list[dict]:
+        """Records for prepared arrays at the model's rate: "no speech" for silent ones, warnings for short ones."""
+        records: list[dict | None] = [None] * len(arrays)
+        todo, prepared, notes = [], [], []
+        for i, (name, a) in enumerate(zip(names, arrays)):
+            if is_silent(a, self.sampling_rate):
+                records[i] = {"file": name, "label": NO_SPEECH, "scores": None}
+                continue
+            a, note = self._check_length(name, a)
+            todo.append(i)
+            prepared.append(a)
+            notes.append(note)
+        probs = self.scores(prepared, batch_size=batch_size, chunk_s=chunk_s, overlap_s=overlap_s,
+                            allow_padding=allow_padding)
+        for i, p, note in zip(todo, probs, notes):
+            records[i] = self._record(names[i], p)
+            if note:
+                records[i]["warning"] = note
+        return records
+
+    # --- end of chunked scoring ---------------------------------------------------------------------------
 
     def _embedding_rows(self, arrays: list[np.ndarray], batch_size: int) -> np.ndarray:
         """Pooled encoder states per input; speaker-normalised over the call's inputs when trained so."""
@@ -175,14 +257,8 @@ class Predictor:
         X = self._embedding_rows(arrays, batch_size)
         logits = np.concatenate([self._forward(input_values=torch.from_numpy(X[i:i + batch_size]))
                                  for i in range(0, len(X), batch_size)])
-        return list(_softmax(logits.astype(np.float64)))
-
-    def _classic_scores(self, arrays: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
-        if self.embedding_config is not None:
-            X = self._embedding_rows(arrays, batch_size)
-        else:
-            X = np.stack([self._features(a).reshape(-1) for a in arrays])
-        return list(self.model.predict_proba(X))
+        z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+        return list(np.exp(z) / np.exp(z).sum(axis=1, keepdims=True))
 
     def _embed(self, arrays: list[np.ndarray], batch_size: int) -> np.ndarray:
         from ser_hf.embeddings import _load_encoder
@@ -209,10 +285,10 @@ class Predictor:
         if self.kind in ("transformer", "adapter"):
             return self._transformer_scores(arrays, batch_size, chunk_s, overlap_s, allow_padding)
         if self.kind == "baseline":
-            return self._baseline_scores(arrays, batch_size)
+            return self._baseline_scores(arrays, batch_size, chunk_s, overlap_s)
         if self.kind == "probe":
             return self._probe_scores(arrays, batch_size)
-        return self._classic_scores(arrays, batch_size)
+        return self._classic_scores(arrays, batch_size, chunk_s, overlap_s)
 
     def _record(self, name: str, probs: np.ndarray) -> dict:
         scores = {label: float(p) for label, p in zip(self.label_names, probs)}
@@ -235,9 +311,7 @@ class Predictor:
             if a.ndim != 1 or a.size == 0:
                 raise ValueError(f"{name}: expected a non-empty mono 1-D array, got shape {a.shape}")
             prepared.append(resample(a, int(sampling_rate), self.sampling_rate))
-        probs = self.scores(prepared, batch_size=batch_size, chunk_s=chunk_s, overlap_s=overlap_s,
-                            allow_padding=allow_padding)
-        return [self._record(n, p) for n, p in zip(names, probs)]
+        return self._score_records(names, prepared, batch_size, chunk_s, overlap_s, allow_padding)
 
     def predict_files(self, paths: Iterable[str | os.PathLike], *, batch_size: int = 8,
                       chunk_s: float | None = DEFAULT_CHUNK_S, overlap_s: float = DEFAULT_OVERLAP_S,
@@ -261,10 +335,9 @@ class Predictor:
                 except (AudioDecodeError, OSError) as err:
                     logger.warning("skipping %s: %s", paths[i], err)
                     records[i] = {"file": paths[i], "label": None, "scores": None, "error": str(err)}
-            probs = self.scores(arrays, batch_size=batch_size, chunk_s=chunk_s, overlap_s=overlap_s,
-                                allow_padding=allow_padding)
-            for i, p in zip(ok, probs):
-                records[i] = self._record(paths[i], p)
+            scored = self._score_records([paths[i] for i in ok], arrays, batch_size, chunk_s, overlap_s, allow_padding)
+            for i, record in zip(ok, scored):
+                records[i] = record
         return records
 
 

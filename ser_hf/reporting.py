@@ -200,6 +200,10 @@ def skipped_lines(metrics: Mapping[str, Any], limit: int = 50) -> list[str]:
 def classification_report_text(metrics: Mapping[str, Any], history_note: str | None = None) -> str:
     """The whole ``classification_report.txt``: protocol header, then one table per evaluated split."""
     lines = _header_lines(metrics)
+    from .groups import report_lines, table_lines  # per-speaker / per-gender results (issue 15)
+
+    if report_lines(metrics):
+        lines += ["", "speakers and gender:", *(f"  {line}" for line in report_lines(metrics))]
     splits = eval_splits(metrics)
     if not splits:
         lines += ["", "no evaluated split in metrics (expected 'validation' and/or 'test' entries)"]
@@ -212,6 +216,8 @@ def classification_report_text(metrics: Mapping[str, Any], history_note: str | N
             lines.append(f"no {split} examples of: {', '.join(m['absent_labels'])} "
                          "(left out of macro-F1/UAR; their rows show support 0)")
         lines += ["", _confusion_text(m)]
+        if table_lines(m):
+            lines += ["", "per speaker and gender:", *table_lines(m)]
     if history_note:
         lines += ["", history_note]
     lines += ["", *skipped_lines(metrics)]

@@ -232,30 +232,8 @@ def make_dataloader(dataset, cfg: TrainerConfig, train: bool, collate_fn=None) -
                       worker_init_fn=seed_worker if cfg.num_workers > 0 else None)
 
 
-def aggregate_clips(clip_ids, logits, labels=None):
-    """Average window logits per clip. Returns ``(clip_ids, mean_logits, clip_labels)`` ordered by
-    clip id (``clip_labels`` is None when ``labels`` is). Windows of one clip must share a label."""
-    ids = np.asarray(clip_ids).reshape(-1).astype(np.int64)
-    values = np.asarray(logits, dtype=np.float64)
-    if values.ndim != 2 or len(values) != len(ids):
-        raise ValueError(f"aggregate_clips: logits must be (rows, classes) with one row per clip_id; got logits "
-                         f"shape {values.shape} for {len(ids)} clip ids")
-    uniq, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
-    sums = np.zeros((len(uniq), values.shape[1]), dtype=np.float64)
-    np.add.at(sums, inverse, values)
-    mean = (sums / counts[:, None]).astype(np.float32)
-    if labels is None:
-        return uniq, mean, None
-    labs = np.asarray(labels).reshape(-1).astype(np.int64)
-    if len(labs) != len(ids):
-        raise ValueError(f"aggregate_clips: {len(labs)} labels for {len(ids)} clip ids")
-    clip_labels = np.empty(len(uniq), dtype=np.int64)
-    clip_labels[inverse] = labs
-    mixed = np.unique(ids[clip_labels[inverse] != labs])
-    if mixed.size:
-        raise ValueError(f"aggregate_clips: windows of clip(s) {mixed[:10].tolist()} carry different labels; "
-                         "every window of a clip must have the clip's label")
-    return uniq, mean, clip_labels
+# aggregate_clips lives in ser_hf.clips (shared with ser_hf.inference); re-exported here.
+from .clips import aggregate_clips  # noqa: E402,F401
 
 
 def macro_f1(references, predictions) -> float:

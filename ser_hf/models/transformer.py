@@ -829,6 +829,7 @@ def run_finetune(cfg, model_cfg: dict, data, out: Path):
     from ser_hf.config import parse_bool, section
     from ser_hf.experiment import Outcome, _eval_sets
     from ser_hf.losses import balanced_class_weights
+    from ser_hf.clips import softmax
     from ser_hf.training import Trainer, TrainerConfig
 
     settings, overrides = FinetuneSettings.split(dict(model_cfg))
@@ -862,7 +863,7 @@ def run_finetune(cfg, model_cfg: dict, data, out: Path):
     predictions = {}
     for name, ds in sets.items():
         clip_ids, logits, _ = trainer.predict(loader(ds, False))
-        predictions[name] = (ds.select(clip_ids.tolist()), torch.softmax(torch.from_numpy(logits).double(), -1).numpy())
+        predictions[name] = (ds.select(clip_ids.tolist()), softmax(np.asarray(logits, dtype=np.float64)))
     best = trainer.unwrapped_model
     num_parameters = sum(p.numel() for p in best.parameters())
 
