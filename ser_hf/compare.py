@@ -32,6 +32,8 @@ from ser_hf.crossval import (
     markdown_table,
     summarize_runs,
 )
+from ser_hf.data.splits import builtin_genders
+from ser_hf.groups import group_metrics, normalise_gender
 from ser_hf.reporting import PROTOCOLS
 from ser_hf.runfolder import atomic_write, read_metrics
 
@@ -47,11 +49,13 @@ COMPARISON_COLUMNS = (
     "recipe", "model_family", "features", "num_parameters", "train_seconds_total", "train_seconds_mean",
     "macro_f1_mean", "macro_f1_std", "accuracy_mean", "accuracy_std", "uar_mean", "uar_std",
     "pooled_macro_f1", "n_folds", "folds", "n_test_clips", "corpus", "split", "leaky",
+    "worst_speaker", "worst_speaker_macro_f1", "female_macro_f1", "male_macro_f1", "gender_gap",
 )
 SIGNIFICANCE_COLUMNS = (
     "recipe_a", "recipe_b", "n_clips", "n_folds", "macro_f1_a", "macro_f1_b", "delta_macro_f1",
     "ci_low", "ci_high", "bootstrap_p", "bootstrap_p_holm", "n_resamples", "a_right_b_wrong",
     "a_wrong_b_right", "mcnemar_p", "wilcoxon_p", "significant",
+    "gender_gap_a", "gender_gap_b", "delta_gender_gap", "gap_ci_low", "gap_ci_high", "gap_bootstrap_p",
 )
 MIN_FOLDS_WILCOXON = 5
 
@@ -112,6 +116,70 @@ def paired_bootstrap(
     p = min(1.0, 2 * min(below + 1, above + 1) / (n_resamples + 1))
     lo, hi = np.percentile(deltas, [2.5, 97.5])
     return {"delta": observed, "ci_low": float(lo), "ci_high": float(hi), "p": float(p), "n_resamples": n_resamples}
+
+
+# --- per-gender gap (issue 15): same paired clip bootstrap, the statistic is gap(A) - gap(B) ----------------
+
+
+def paired_bootstrap_gap(
+    refs: np.ndarray, preds_a: np.ndarray, preds_b: np.ndarray, female: np.ndarray, male: np.ndarray,
+    num_labels: int, n_resamples: int = 2000, seed: int = 0, chunk: int = 250,
+) -> dict:
+    """Paired bootstrap over clips of gap(A) − gap(B), gap = macro-F1(female clips) − macro-F1(male clips).
+
+    Same resampling and p-value as :func:`paired_bootstrap` (both recipes scored on the same draw); clips of
+    unknown gender take part in the draw but in neither group. Returns the observed gaps too."""
+    refs, preds_a, preds_b = (np.asarray(x, dtype=np.int64) for x in (refs, preds_a, preds_b))
+    female, male = np.asarray(female, bool), np.asarray(male, bool)
+    n = refs.size
+    if not female.any() or not male.any():
+        raise ValueError("paired_bootstrap_gap needs clips of both genders")
+    k2 = num_labels * num_labels
+    group = np.where(female, 0, np.where(male, 1, 2))  # 2 = unknown, dropped from both groups
+
+    def gaps(cells: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        m = idx.shape[0]
+        flat = ((np.arange(m) * 3 * k2)[:, None] + group[idx] * k2 + cells[idx]).ravel()
+        cms = np.bincount(flat, minlength=m * 3 * k2).reshape(m, 3, num_labels, num_labels)
+        f1 = _macro_f1_from_cms(cms)
+        return f1[:, 0] - f1[:, 1]
+
+    cell_a, cell_b = refs * num_labels + preds_a, refs * num_labels + preds_b
+    whole = np.arange(n)[None]
+    gap_a, gap_b = float(gaps(cell_a, whole)[0]), float(gaps(cell_b, whole)[0])
+    rng = np.random.default_rng(seed)
+    deltas = np.empty(n_resamples)
+    for start in range(0, n_resamples, chunk):
+        m = min(chunk, n_resamples - start)
+        idx = rng.integers(0, n, size=(m, n))
+        deltas[start:start + m] = gaps(cell_a, idx) - gaps(cell_b, idx)
+    eps = 1e-12
+    below, above = int(np.sum(deltas <= eps)), int(np.sum(deltas >= -eps))
+    p = min(1.0, 2 * min(below + 1, above + 1) / (n_resamples + 1))
+    lo, hi = np.percentile(deltas, [2.5, 97.5])
+    return {"gap_a": gap_a, "gap_b": gap_b, "delta": gap_a - gap_b, "ci_low": float(lo), "ci_high": float(hi),
+            "p": float(p), "n_resamples": n_resamples}
+
+
+def _clip_groups(runs: Sequence[RunResult], keys: Sequence[tuple]) -> tuple[np.ndarray, np.ndarray]:
+    """(speaker, gender) per clip key: predictions.csv's gender column, else the corpus documentation's."""
+    known: dict[str, dict] = {}
+    info: dict[tuple, tuple[str, str]] = {}
+    for run in runs:
+        for key, row in zip(run.clip_keys(), run.test_rows):
+            corpus = str(row.get("corpus") or run.corpus)
+            if corpus not in known:
+                try:
+                    known[corpus] = builtin_genders(corpus)
+                except ValueError:  # a corpus without documented genders (manifest, ...)
+                    known[corpus] = {}
+            speaker = str(row.get("speaker_id", ""))
+            gender = normalise_gender(row.get("gender")) or normalise_gender(known[corpus].get(speaker)) or ""
+            info[key] = (speaker if corpus == run.corpus else f"{corpus}:{speaker}", gender)
+    return np.asarray([info[k][0] for k in keys]), np.asarray([info[k][1] for k in keys])
+
+
+# --- end per-gender gap ---------------------------------------------------------------------------------
 
 
 def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
@@ -226,62 +294,6 @@ def _aligned(runs: Sequence[RunResult], keys: Sequence[tuple]) -> tuple[np.ndarr
     return refs[idx], preds[idx]
 
 
-def recipe_row(name: str, runs: Sequence[RunResult], summary: dict, reference: RunResult) -> dict:
-    """One recipe's line of comparison.csv: what it is, how long it trained, its mean ± std per headline metric
-    (corpus and split as in ``reference``, the first run of the first recipe)."""
-    seconds = [r.metrics.get("train_seconds") for r in runs]
-    seconds = [float(s) for s in seconds if s is not None]
-    params = {r.metrics.get("num_parameters") for r in runs}
-    row = {
-        "recipe": name,
-        "model_family": runs[0].metrics.get("model_family", ""),
-        "features": _features_text(runs[0].metrics.get("features")),
-        "num_parameters": params.pop() if len(params) == 1 else max(p for p in params if p is not None),
-        "train_seconds_total": sum(seconds) if seconds else None,
-        "train_seconds_mean": float(np.mean(seconds)) if seconds else None,
-        "pooled_macro_f1": summary["pooled"]["macro_f1"],
-        "n_folds": len(runs),
-        "folds": " ".join("" if r.fold is None else str(r.fold) for r in runs).strip(),
-        "n_test_clips": summary["pooled"]["n_clips"],
-        "corpus": reference.corpus,
-        "split": reference.split,
-        "leaky": runs[0].leaky,
-    }
-    for key in HEADLINE:
-        row[f"{key}_mean"], row[f"{key}_std"] = summary["mean"][key], summary["std"][key]
-    return row
-
-
-def pair_tests(names: Sequence[str], rows: Sequence[dict], aligned: dict, fold_f1: dict, num_labels: int, *,
-               n_resamples: int, seed: int, alpha: float) -> list[dict]:
-    """Paired bootstrap, McNemar and Wilcoxon for every pair of recipes, Holm-adjusted over the pairs."""
-    n_pairs = len(names) * (len(names) - 1) // 2
-    # A bootstrap of B resamples cannot give p below 2/(B+1), and Holm multiplies the smallest p by the number
-    # of pairs: with many recipes, 2000 resamples could never show any difference as significant. Raise B
-    # so that the floor, after Holm, sits at alpha/2.
-    n_resamples = max(n_resamples, math.ceil(4 * n_pairs / alpha))
-    pairs = []
-    for a, b in combinations(names, 2):
-        refs, preds_a = aligned[a]
-        _, preds_b = aligned[b]
-        boot = paired_bootstrap(refs, preds_a, preds_b, num_labels, n_resamples=n_resamples, seed=seed)
-        mc = mcnemar_exact(preds_a == refs, preds_b == refs)
-        row_a, row_b = rows[names.index(a)], rows[names.index(b)]
-        pairs.append({
-            "recipe_a": a, "recipe_b": b, "n_clips": int(refs.size), "n_folds": len(fold_f1[a]),
-            "macro_f1_a": row_a["pooled_macro_f1"], "macro_f1_b": row_b["pooled_macro_f1"],
-            "delta_macro_f1": boot["delta"], "ci_low": boot["ci_low"], "ci_high": boot["ci_high"],
-            "bootstrap_p": boot["p"], "n_resamples": n_resamples,
-            "a_right_b_wrong": mc["a_right_b_wrong"], "a_wrong_b_right": mc["a_wrong_b_right"],
-            "mcnemar_p": mc["p"], "wilcoxon_p": wilcoxon_folds(fold_f1[a], fold_f1[b]),
-        })
-    for pair, adjusted in zip(pairs, holm([p["bootstrap_p"] for p in pairs])):
-        pair["bootstrap_p_holm"] = adjusted
-        # Family-wise: with several pairs a difference is called significant on the Holm-adjusted p.
-        pair["significant"] = adjusted < alpha
-    return pairs
-
-
 def compare(
     groups: Mapping[str, Sequence[str | os.PathLike]],
     out_dir: str | os.PathLike,
@@ -316,14 +328,70 @@ def compare(
     folds = [r.fold for r in loaded[ref_name]]
 
     rows, per_class, aligned, fold_f1 = [], {}, {}, {}
+    speakers, genders = _clip_groups(loaded[ref_name], keys)
+    groups_of: dict[str, dict] = {}
     for name, runs in loaded.items():
         summary = summarize_runs(runs)
         aligned[name] = _aligned(runs, keys)
         fold_f1[name] = [f["macro_f1"] for f in summary["folds"]]
         per_class[name] = summary["pooled"]["per_class_f1"]
-        rows.append(recipe_row(name, runs, summary, first))
+        seconds = [r.metrics.get("train_seconds") for r in runs]
+        seconds = [float(s) for s in seconds if s is not None]
+        params = {r.metrics.get("num_parameters") for r in runs}
+        row = {
+            "recipe": name,
+            "model_family": runs[0].metrics.get("model_family", ""),
+            "features": _features_text(runs[0].metrics.get("features")),
+            "num_parameters": params.pop() if len(params) == 1 else max(p for p in params if p is not None),
+            "train_seconds_total": sum(seconds) if seconds else None,
+            "train_seconds_mean": float(np.mean(seconds)) if seconds else None,
+            "pooled_macro_f1": summary["pooled"]["macro_f1"],
+            "n_folds": len(runs),
+            "folds": " ".join("" if r.fold is None else str(r.fold) for r in runs).strip(),
+            "n_test_clips": summary["pooled"]["n_clips"],
+            "corpus": first.corpus,
+            "split": first.split,
+            "leaky": runs[0].leaky,
+        }
+        for key in HEADLINE:
+            row[f"{key}_mean"], row[f"{key}_std"] = summary["mean"][key], summary["std"][key]
+        groups_of[name] = group_metrics(*aligned[name], speakers, genders, label_names)  # pooled over folds
+        worst = groups_of[name]["worst_speaker"] or {}
+        row.update(worst_speaker=worst.get("speaker"), worst_speaker_macro_f1=worst.get("macro_f1"),
+                   female_macro_f1=groups_of[name]["per_gender"].get("female", {}).get("macro_f1"),
+                   male_macro_f1=groups_of[name]["per_gender"].get("male", {}).get("macro_f1"),
+                   gender_gap=groups_of[name]["gender_gap"])
+        rows.append(row)
 
-    pairs = pair_tests(names, rows, aligned, fold_f1, num_labels, n_resamples=n_resamples, seed=seed, alpha=alpha)
+    n_pairs = len(names) * (len(names) - 1) // 2
+    # A bootstrap of B resamples cannot give p below 2/(B+1), and Holm multiplies the smallest p by the number
+    # of pairs: with many recipes, 2000 resamples could never show any difference as significant. Raise B
+    # so that the floor, after Holm, sits at alpha/2.
+    n_resamples = max(n_resamples, math.ceil(4 * n_pairs / alpha))
+    pairs = []
+    for a, b in combinations(names, 2):
+        refs, preds_a = aligned[a]
+        _, preds_b = aligned[b]
+        boot = paired_bootstrap(refs, preds_a, preds_b, num_labels, n_resamples=n_resamples, seed=seed)
+        mc = mcnemar_exact(preds_a == refs, preds_b == refs)
+        row_a, row_b = rows[names.index(a)], rows[names.index(b)]
+        pairs.append({
+            "recipe_a": a, "recipe_b": b, "n_clips": int(refs.size), "n_folds": len(folds),
+            "macro_f1_a": row_a["pooled_macro_f1"], "macro_f1_b": row_b["pooled_macro_f1"],
+            "delta_macro_f1": boot["delta"], "ci_low": boot["ci_low"], "ci_high": boot["ci_high"],
+            "bootstrap_p": boot["p"], "n_resamples": n_resamples,
+            "a_right_b_wrong": mc["a_right_b_wrong"], "a_wrong_b_right": mc["a_wrong_b_right"],
+            "mcnemar_p": mc["p"], "wilcoxon_p": wilcoxon_folds(fold_f1[a], fold_f1[b]),
+        })
+        if (genders == "female").any() and (genders == "male").any():
+            gap = paired_bootstrap_gap(refs, preds_a, preds_b, genders == "female", genders == "male", num_labels,
+                                       n_resamples=n_resamples, seed=seed)
+            pairs[-1].update(gender_gap_a=gap["gap_a"], gender_gap_b=gap["gap_b"], delta_gender_gap=gap["delta"],
+                             gap_ci_low=gap["ci_low"], gap_ci_high=gap["ci_high"], gap_bootstrap_p=gap["p"])
+    for pair, adjusted in zip(pairs, holm([p["bootstrap_p"] for p in pairs])):
+        pair["bootstrap_p_holm"] = adjusted
+        # Family-wise: with several pairs a difference is called significant on the Holm-adjusted p.
+        pair["significant"] = adjusted < alpha
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -334,6 +402,7 @@ def compare(
     result = {
         "corpus": first.corpus, "split": first.split, "folds": folds, "n_clips": len(keys),
         "label_names": label_names, "rows": rows, "per_class_f1": per_class, "pairs": pairs, "alpha": alpha,
+        "groups": groups_of,
         "files": {k: str(out_dir / v) for k, v in (
             ("csv", COMPARISON_CSV), ("md", COMPARISON_MD), ("bar_chart", COMPARISON_PNG),
             ("per_class_f1", PER_CLASS_PNG), ("significance", SIGNIFICANCE_CSV))},
@@ -454,7 +523,9 @@ def _comparison_markdown(res: dict) -> str:
     lines += markdown_table(["recipe", "model family", "features", "params", "train time", "macro-F1",
                         "accuracy", "UAR", "folds"], table)
     lines += ["", "Mean ± sample std (ddof=1) over folds of each fold's test metrics; train time is summed over folds.",
-              "", f"![macro-F1 per recipe]({COMPARISON_PNG})", "", "## Per-class F1 (test clips pooled over folds)", ""]
+              ""]
+    lines += _groups_markdown(res)  # worst speaker and female − male gap near the top (issue 15)
+    lines += [f"![macro-F1 per recipe]({COMPARISON_PNG})", "", "## Per-class F1 (test clips pooled over folds)", ""]
     lines += markdown_table(["recipe", *res["label_names"]],
                        [[n, *(f"{v:.3f}" for v in vals)] for n, vals in res["per_class_f1"].items()])
     lines += ["", f"![per-class F1]({PER_CLASS_PNG})", "", "## Is the difference real?", ""]
@@ -482,13 +553,40 @@ def _comparison_markdown(res: dict) -> str:
                  f"the reverse on {p['a_wrong_b_right']}, p = {_p_text(p['mcnemar_p'])}.")
         if p["wilcoxon_p"] is not None:
             text += f" Wilcoxon over {p['n_folds']} folds: p = {_p_text(p['wilcoxon_p'])}."
+        if p.get("delta_gender_gap") is not None:
+            text += (f" Female − male gap: {_signed(p['gender_gap_a'])} vs {_signed(p['gender_gap_b'])}, difference "
+                     f"{_signed(p['delta_gender_gap'])} [{_signed(p['gap_ci_low'])}, {_signed(p['gap_ci_high'])}], "
+                     f"paired bootstrap p = {_p_text(p['gap_bootstrap_p'])}.")
         lines.append(text)
     lines.append("")
     return "\n".join(lines)
 
 
+def _groups_markdown(res: dict) -> list[str]:
+    """Per-speaker and per-gender macro-F1 (test clips pooled over folds), worst speaker and gender gap first."""
+    groups = res.get("groups") or {}
+    if not groups:
+        return []
+    lines = ["## Per speaker and gender (test clips pooled over folds)", ""]
+    table = []
+    for name, g in groups.items():
+        worst = g.get("worst_speaker") or {}
+        pg = g.get("per_gender") or {}
+        table.append([name, f"{worst.get('speaker')} ({worst.get('macro_f1', float('nan')):.3f})",
+                      *(f"{pg[x]['macro_f1']:.3f}" if x in pg else "n/a" for x in ("female", "male")),
+                      _signed(g["gender_gap"]) if g.get("gender_gap") is not None else (g.get("gender_gap_note") or "n/a")])
+    lines += markdown_table(["recipe", "worst speaker (macro-F1)", "female", "male", "female − male"], table)
+    speakers = list(next(iter(groups.values()))["per_speaker"])
+    lines += ["", "Macro-F1 per test speaker:", ""]
+    lines += markdown_table(["recipe", *speakers], [[n, *(f"{g['per_speaker'][s]['macro_f1']:.3f}" for s in speakers)]
+                                                   for n, g in groups.items()])
+    lines += ["", "Whether two recipes differ in the female − male gap is tested per pair below (paired bootstrap "
+                  "over clips, gap(A) − gap(B)).", ""]
+    return lines
+
+
 __all__ = [
-    "compare", "group_runs", "paired_bootstrap", "mcnemar_exact", "wilcoxon_folds", "holm",
+    "compare", "group_runs", "paired_bootstrap", "paired_bootstrap_gap", "mcnemar_exact", "wilcoxon_folds", "holm",
     "plot_macro_f1_bars", "plot_per_class_f1", "discover_runs",
 ]
 

@@ -126,6 +126,8 @@ def default_output_dir(cfg: DictConfig) -> Path:
     working dir; the fingerprint suffix is added when the config differs from the recipe as written."""
     data = cfg.data
     name = f"{data.corpus}-{data.split}"
+    if data.get("manifest"):  # two manifests must not share a run folder
+        name = f"{data.corpus}-{Path(str(data.manifest)).stem}-{data.split}"
     if data.get("fold") is not None:
         name += f"-fold{data.fold}"
     if data.get("test_corpus"):

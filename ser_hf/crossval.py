@@ -380,8 +380,9 @@ def _summary_markdown(s: dict) -> str:
 
 
 def default_fold_split(corpus: str) -> str:
-    """The fold protocol used when a recipe's split has no folds: EmoBox folds for RAVDESS, LOSO otherwise."""
-    return "kfold" if corpus == "ravdess" else "loso"
+    """The fold protocol used when a recipe's split has no folds: EmoBox folds for RAVDESS, leave-one-session-out
+    for IEMOCAP, LOSO otherwise."""
+    return {"ravdess": "kfold", "iemocap": "session"}.get(corpus, "loso")
 
 
 @dataclass

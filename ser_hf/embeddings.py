@@ -15,7 +15,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import datasets
 import numpy as np
@@ -24,6 +24,7 @@ from datasets.fingerprint import Hasher
 from huggingface_hub import try_to_load_from_cache
 from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification
 
+from .features import speaker_normalise
 from .models.batching import featurize, is_waveform_extractor, length_sorted_batches
 from .models.heads import head_module_names
 from .models.loading import from_pretrained_checked, load_feature_extractor, resolve_model_source
@@ -70,9 +71,12 @@ def select_layers(hidden_states: Sequence[torch.Tensor], layers, layer_weights: 
     Returns a list of (B, T, D) tensors, pooled separately and concatenated (several indices), or one.
     ``"mean"``: average of the L transformer layers. ``"weighted"``: softmax(layer_weights)-weighted sum
     over all L+1 states, exactly as a checkpoint fine-tuned with ``use_weighted_layer_sum=True`` does.
+    ``"all"``: every state, each pooled separately (the input of the probe family's learned layer sum).
     """
     check_embedding_layers(layers)
     n = len(hidden_states)
+    if layers == "all":
+        return list(hidden_states)
     if layers == "last":
         return [hidden_states[-1]]
     if layers == "mean":
@@ -152,6 +156,14 @@ class Encoder:
             mask = None
         pooled = [masked_pool(h, mask, pooling) for h in select_layers(hidden_states, layers, self.layer_weights)]
         return torch.cat(pooled, dim=-1).float().cpu().numpy()
+
+
+def hidden_state_count(name_or_path: str | os.PathLike, local_files_only: bool | None = None) -> int:
+    """How many hidden states (encoder input + one per layer) the encoder returns: the rows of ``layers="all"``."""
+    name, local_only = resolve_model_source(name_or_path, local_files_only)
+    config = from_pretrained_checked(AutoConfig, name, local_only, "config")
+    layers = config.encoder_layers if getattr(config, "is_encoder_decoder", False) else config.num_hidden_layers
+    return int(layers) + 1
 
 
 def load_encoder(name_or_path: str, layers, device, local_files_only, max_duration_s=None) -> Encoder:
@@ -238,6 +250,22 @@ def extract_embeddings(
     if "embedding" in ds.column_names:
         raise ValueError("dataset already has an 'embedding' column; remove it first "
                          "(ds.remove_columns('embedding'))")
+    if layers == "last" or not isinstance(layers, str):
+        # single states (and lists of them) are rows of the all-states embedding: one cached encoder pass
+        # then serves every layer choice, the probe family and every fold
+        return _states_of_all(ds, model_name_or_path, layers, pooling, batch_size, cache, cache_dir=cache_dir,
+                              device=device, local_files_only=local_files_only, column=column,
+                              max_duration_s=max_duration_s)
+    source = _selection_source(ds, column) if cache else None
+    if source is not None:
+        # ds is a selection (a split, a fold) of an on-disk corpus: embed the whole corpus file once and
+        # take this selection's rows, so every fold and recipe shares one encoder pass.
+        whole, rows = source
+        embedded = extract_embeddings(whole, model_name_or_path, layers, pooling, batch_size, cache,
+                                      device=device, local_files_only=local_files_only, column=column,
+                                      max_duration_s=max_duration_s)
+        picked = embedded.select_columns(["embedding"]).select(rows).flatten_indices()
+        return datasets.concatenate_datasets([ds, picked], axis=1)
     fingerprint = embeddings_fingerprint(ds, model_name_or_path, layers, pooling, max_duration_s)
     cache_file_name = None
     if cache and not ds.cache_files:
@@ -283,16 +311,84 @@ def extract_embeddings(
     return datasets.concatenate_datasets([ds, embedded], axis=1)
 
 
+def _states_of_all(ds, model_name_or_path, layers, pooling, batch_size, cache, **kwargs):
+    """``extract_embeddings`` for ``"last"``, an index or a list of indices, sliced from ``layers="all"``."""
+    full = extract_embeddings(ds, model_name_or_path, "all", pooling, batch_size, cache, **kwargs)
+    n = hidden_state_count(model_name_or_path, kwargs.get("local_files_only"))
+    indices = [n - 1] if layers == "last" else [layers] if isinstance(layers, int) else list(layers)
+    for i in indices:
+        if not -n <= i < n:
+            raise ValueError(f"layer index {i} out of range: this model has hidden states 0..{n - 1} "
+                             f"(0 = encoder input, {n - 1} = last layer)")
+    X = embedding_matrix(full)
+    if X.shape[1] % n:
+        raise RuntimeError(f"{model_name_or_path}: {X.shape[1]} pooled values per clip are not {n} hidden states")
+    X = X.reshape(len(X), n, -1)[:, indices].reshape(len(X), -1)
+    return full.remove_columns("embedding").add_column(
+        "embedding", list(X), feature=datasets.List(datasets.Value("float32")))
+
+
+def embed_splits(sets: dict[str, Any], name_or_path, settings, **kwargs) -> dict[str, Any]:
+    """``extract_embeddings`` for each split with ``settings`` (an ``EmbeddingSettings``), the audio
+    dropped, and ``settings.speaker_norm`` applied per split (each speaker's statistics from its own
+    clips, never labels). Shared by the embedding and probe families."""
+    out = {}
+    for split, ds in sets.items():
+        emb = extract_embeddings(ds, name_or_path, settings.layers, settings.pooling, settings.batch_size,
+                                 settings.cache, max_duration_s=settings.max_duration_s, **kwargs)
+        emb = emb.remove_columns([c for c in ("audio",) if c in emb.column_names])
+        if settings.speaker_norm:
+            emb = speaker_normalise(emb, column="embedding")
+        out[split] = emb
+    return out
+
+
+def _selection_source(ds, column: str):
+    """``(whole, rows)`` when ``ds`` holds rows of one on-disk dataset file ``whole`` (what ``load_corpus``
+    splits are: selections of the decoded corpus), with ``whole[rows[i]]`` the clip of ``ds[i]``; else None.
+
+    Rows are matched by the unique ``file`` column, never by position, and one clip's audio length is
+    checked, so a ds whose audio differs from its file (a transform in memory) is embedded as itself.
+    ``Dataset.from_file`` gives the file a fingerprint of its own, identical for every selection of it.
+    """
+    files = ds.cache_files
+    if len(files) != 1 or "file" not in ds.column_names or len(ds) == 0:
+        return None
+    try:
+        whole = datasets.Dataset.from_file(files[0]["filename"])
+    except (OSError, ValueError):
+        return None
+    if len(whole) == len(ds) and ds._indices is None:
+        return None  # ds is the whole file already
+    if column not in whole.column_names or "file" not in whole.column_names:
+        return None
+    names = whole["file"]
+    position = {name: i for i, name in enumerate(names)}
+    if len(position) != len(names):
+        return None
+    try:
+        rows = [position[name] for name in ds["file"]]
+    except KeyError:
+        return None
+    try:
+        if len(ds[0][column]["array"]) != len(whole[rows[0]][column]["array"]):
+            return None
+    except (KeyError, TypeError):
+        return None
+    return whole, rows
+
+
 def embedding_matrix(ds) -> np.ndarray:
     """The ``embedding`` column as a (N, D) float32 array for sklearn."""
     return np.asarray(ds.with_format("numpy")["embedding"], dtype=np.float32)
 
 
 def save_embedding_config(output_dir: str | os.PathLike, model_name_or_path, layers, pooling,
-                          max_duration_s: float | None = None) -> Path:
+                          max_duration_s: float | None = None, speaker_norm: bool = False) -> Path:
     """``embedding_config.json`` beside a classic model, so inference recomputes the same features."""
     path = Path(output_dir) / "embedding_config.json"
     crop = {"max_duration_s": max_duration_s} if max_duration_s is not None else {}
+    crop.update({"speaker_norm": True} if speaker_norm else {})
     path.write_text(json.dumps({
         "name_or_path": os.fspath(model_name_or_path),
         "layers": list(layers) if isinstance(layers, (list, tuple)) else layers,
@@ -303,6 +399,7 @@ def save_embedding_config(output_dir: str | os.PathLike, model_name_or_path, lay
 
 
 __all__ = [
-    "EMBEDDINGS_VERSION", "EmbeddingSettings", "Encoder", "load_encoder", "embedding_matrix", "embeddings_fingerprint",
-    "extract_embeddings", "masked_pool", "model_identity", "save_embedding_config", "select_layers",
+    "EMBEDDINGS_VERSION", "EmbeddingSettings", "Encoder", "embed_splits", "embedding_matrix", "embeddings_fingerprint",
+    "extract_embeddings", "hidden_state_count", "load_encoder", "masked_pool", "model_identity", "save_embedding_config",
+    "select_layers",
 ]

@@ -28,8 +28,10 @@ from omegaconf import DictConfig, OmegaConf
 from .config import configure_logging, load_config, run_cli
 from .data import load_corpus
 from .data.labels import labels_of
-from .data.synthetic import generate_corpus
+from .data.synthetic import builder_options, generate_corpus
 from .families import ExperimentData, Family, Fitted, Predictions, get_family
+from .groups import group_metrics
+from .groups import summary as group_summary
 from .hub import model_card, push_to_hub
 from .metrics import compute_metrics
 from .reporting import write_json, write_predictions, write_report
@@ -84,12 +86,15 @@ def load_data(data: DataConfig, seed: int) -> ExperimentData:
         logger.info("cross/multi-corpus run: using the common label set %s", labels_of(data.corpus, "common"))
 
     def load(corpus, data_dir, synthetic=None, split=data.split, fold=data.fold, builder=None):
-        return load_corpus(corpus, _corpus_dir(corpus, data_dir, synthetic), split=split, fold=fold,
+        root = _corpus_dir(corpus, data_dir, synthetic)
+        if synthetic is not None:  # a generated manifest/folder corpus: its manifest file, its speaker regex
+            builder = {**builder_options(corpus, root), **(builder or {})}
+        return load_corpus(corpus, root, split=split, fold=fold,
                            sampling_rate=data.sampling_rate, label_set=label_set, cache_dir=data.cache_dir,
                            num_proc=data.num_proc, seed=seed, **(builder or {}))
 
     with process_state().main_process_first():
-        main = load(data.corpus, data.data_dir, data.synthetic, builder=data.builder)
+        main = load(data.corpus, data.data_dir, data.synthetic, builder={**data.builder, **data.corpus_options()})
         trains, vals = [main["train"]], [main["validation"]]
         infos = {data.corpus: main.info.to_dict()}
         tests = {data.corpus: main["test"]}
@@ -117,6 +122,7 @@ def load_data(data: DataConfig, seed: int) -> ExperimentData:
         "split": main.info.split,
         "fold": main.info.fold,
         "leaky": main.info.leaky,
+        "leaky_reason": main.info.leaky_reason,
         "label_set": label_set,
         "speakers": main.info.speakers,
         "skipped": [s for i in infos.values() for s in i.get("skipped", [])],
@@ -222,6 +228,7 @@ def run_metrics(spec: RunSpec, data: ExperimentData, fitted: Fitted, num_paramet
         "fold": data.info["fold"],
         "seed": spec.seed,
         "leaky": bool(data.info["leaky"]),
+        "leaky_reason": data.info.get("leaky_reason", ""),
         "label_set": data.info["label_set"],
         "speakers": fitted.speakers or data.info["speakers"],
         "skipped": data.info["skipped"],
@@ -248,15 +255,20 @@ def score_predictions(metrics: dict, predictions: Predictions, data: ExperimentD
         labels = np.asarray(ds["label"])
         pred = probs.argmax(axis=1)
         metrics[split] = compute_metrics(labels, pred, names)
+        genders = ds["gender"] if "gender" in ds.column_names else [""] * len(ds)  # per-speaker/gender (issue 15)
+        metrics[split].update(group_metrics(labels, pred, ds["speaker_id"], genders, names))
         corpus = split_corpus(split, data.info)
         for i, (f, spk) in enumerate(zip(ds["file"], ds["speaker_id"])):
             rows.append({"split": split if ":" not in split else "test", "corpus": corpus, "file": f,
                          "speaker_id": spk, "label": names[labels[i]], "prediction": names[pred[i]],
-                         **{f"prob_{n}": float(probs[i, j]) for j, n in enumerate(names)}})
+                         **{f"prob_{n}": float(probs[i, j]) for j, n in enumerate(names)}, "gender": genders[i]})
     if any(k.startswith("test:") for k in metrics):
         metrics["test_per_corpus"] = {k.split(":", 1)[1]: metrics.pop(k) for k in list(metrics) if k.startswith("test:")}
         pooled = [r for r in rows if r["split"] == "test"]
         metrics["test"] = compute_metrics([r["label"] for r in pooled], [r["prediction"] for r in pooled], names)
+        metrics["test"].update(group_metrics([r["label"] for r in pooled], [r["prediction"] for r in pooled],
+                                             [f"{r['corpus']}:{r['speaker_id']}" for r in pooled],
+                                             [r["gender"] for r in pooled], names))
     return rows
 
 
@@ -265,6 +277,7 @@ def write_outputs(spec: RunSpec, family: Family, data: ExperimentData, fitted: F
     """The run folder: predictions.csv, history.json, model/ (+ model card), metrics.json, report, plots."""
     metrics = run_metrics(spec, data, fitted, family.num_parameters)
     rows = score_predictions(metrics, predictions, data)
+    metrics = {"speakers_and_gender": group_summary(metrics), **metrics}  # worst speaker + gender gap first
     write_predictions(out / "predictions.csv", rows, label_names=data.label_names)
     if fitted.history:
         write_json(out / "history.json", fitted.history)

@@ -20,6 +20,8 @@ frame_crema    (T, 3 + n_chroma + n_mfcc)  per frame: ZCR, energy, RMS, chroma-S
 fft            (n_fft//2+1,)           clip vector: dB of the mean STFT magnitude (FFT-magnitude SVM)
 stats          (K * len(stats) [+1],)  clip vector: statistics of MFCC, delta-MFCC, log-RMS, ZCR,
                                        spectral centroid/rolloff/flatness [, F0 + voiced fraction]
+opensmile      (D,) or (T, D)          openSMILE ``feature_set`` at ``level`` functionals (vector) or lld
+                                       (frames): see ser_hf.features_opensmile
 =============  ======================  ===================================================================
 
 ``compute_features`` reads decoded rows (``audio`` = {"array", "sampling_rate", "path"}, what ``load_corpus``
@@ -90,6 +92,11 @@ _F0_GATE_DB = 30.0  # frames within this many dB of the loudest frame count as v
 # Shapes
 
 
+def _is_vector(cfg: FeatureConfig) -> bool:
+    """One vector per clip: the vector kinds and openSMILE functionals."""
+    return cfg.kind in VECTOR_KINDS or (cfg.kind == "opensmile" and cfg.level == "functionals")
+
+
 def num_frames(num_samples: int, cfg: FeatureConfig) -> int:
     """Frames of a centred STFT (librosa's ``center=True``) over ``num_samples`` samples."""
     return 1 + (num_samples + 2 * (cfg.n_fft // 2) - cfg.n_fft) // cfg.hop_length
@@ -113,6 +120,10 @@ def feature_shape(cfg: FeatureConfig, num_samples: int | None = None, windowed: 
     or for windows.
     """
     f_bins = cfg.n_fft // 2 + 1
+    if cfg.kind == "opensmile":
+        from ser_hf.features_opensmile import feature_shape as opensmile_shape
+
+        return opensmile_shape(cfg, num_samples, windowed)
     if cfg.kind == "fft":
         return (f_bins,)
     if cfg.kind == "stats":
@@ -138,6 +149,10 @@ def feature_shape(cfg: FeatureConfig, num_samples: int | None = None, windowed: 
 
 def feature_names(cfg: FeatureConfig) -> list[str]:
     """Names along the feature axis D of frame and vector kinds (e.g. for classic-model reports)."""
+    if cfg.kind == "opensmile":
+        from ser_hf.features_opensmile import feature_names as opensmile_names
+
+        return opensmile_names(cfg)
     mfcc = [f"mfcc{i}" for i in range(cfg.n_mfcc)]
     if cfg.kind == "frame_stack":
         return mfcc + [f"d_{m}" for m in mfcc] + [f"dd_{m}" for m in mfcc] + [f"mel{i}" for i in range(cfg.n_mels)]
@@ -336,6 +351,10 @@ class _Spectra:
 
 def _extract_batch(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     """Features of a (B, n) batch of preprocessed equal-length clips -> (B, *feature_shape)."""
+    if cfg.kind == "opensmile":
+        from ser_hf.features_opensmile import extract_batch
+
+        return extract_batch(y, cfg)
     sp = _Spectra(y, cfg)
     kind, width = cfg.kind, cfg.delta_width
     if kind == "mfcc_stack":
@@ -484,7 +503,7 @@ def _file_headers(paths: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 def _fixed_shape(ds: datasets.Dataset, cfg: FeatureConfig,
                  source: str) -> tuple[tuple[int, ...] | None, int | None]:
     """(the one output shape, the one clip length in samples) when known before computing, else None."""
-    if cfg.kind in VECTOR_KINDS or cfg.duration_s is not None:
+    if _is_vector(cfg) or cfg.duration_s is not None:
         return feature_shape(cfg), None
     if cfg.trim_db is not None or len(ds) == 0:
         return None, None
@@ -619,7 +638,7 @@ def window_array(features: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     per ``window_pad``. Vector kinds and ``window_frames=None`` give the whole clip as one window.
     """
     x = np.asarray(features, dtype=np.float32)
-    if cfg.kind in VECTOR_KINDS or cfg.window_frames is None:
+    if _is_vector(cfg) or cfg.window_frames is None:
         return x[None]
     t_axis = -1 if cfg.kind in IMAGE_KINDS else 0
     w = cfg.window_frames
@@ -645,7 +664,7 @@ def _map_windows(batch: dict, indices: list[int], cfg_dict: dict, keep: list[str
     counts = [len(w) for w in windows]
     out = {c: np.repeat(np.asarray(batch[c]), counts, axis=0) for c in keep}
     out["clip_id"] = np.repeat(np.asarray(indices, dtype=np.int64), counts)
-    if cfg.kind in VECTOR_KINDS or cfg.window_frames is None:
+    if _is_vector(cfg) or cfg.window_frames is None:
         out["features"] = [w[0] for w in windows]  # one row per clip; shapes may differ
     else:
         out["features"] = np.concatenate(windows) if windows else np.zeros((0, *feature_shape(cfg, windowed=True)))
@@ -667,7 +686,7 @@ def make_windows(ds: datasets.Dataset, cfg: FeatureConfig, num_proc: int | None 
     keep = [c for c in ds.column_names if c not in ("audio", "features")]
     feats = datasets.Features({c: ds.features[c] for c in keep})
     feats["clip_id"] = datasets.Value("int64")
-    windowed = cfg.kind not in VECTOR_KINDS and cfg.window_frames is not None
+    windowed = not _is_vector(cfg) and cfg.window_frames is not None
     feats["features"] = _array_feature(feature_shape(cfg, windowed=True)) if windowed else ds.features["features"]
     if len(ds) == 0:
         return datasets.Dataset.from_dict({k: [] for k in feats}, features=feats)

@@ -18,7 +18,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
-from ser_hf.reporting import LEAKY_WARNING, eval_splits, is_leaky, protocol_description, read_run, skipped_lines
+from ser_hf.reporting import eval_splits, is_leaky, leaky_warning, protocol_description, read_run, skipped_lines
 
 logger = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ def model_card(metrics: Mapping[str, Any], base_model: str | None = None, repo_i
         f"a ser_hf `{metrics.get('model_family', 'baseline')}` model trained from scratch")
     body = [f"# {model_name}", ""]
     if leaky:
-        body += [f"> **⚠️ {LEAKY_WARNING}.** The scores below overestimate performance on unseen speakers.", ""]
+        body += [f"> **⚠️ {leaky_warning(metrics)}.** The scores below overestimate performance on unseen speakers.", ""]
     body += [
         f"Speech emotion recognition model, {what}, on {', '.join(CORPUS_NAMES.get(c, c) for c in corpora)} "
         f"with ser_hf (recipe `{metrics.get('recipe', '-')}`).",

@@ -7,53 +7,49 @@
 - a LoRA adapter folder (``adapter_config.json``, written by ``ser_hf.models.transformer.save_adapter``);
 - a ser_hf baseline network (``config.json`` with ``model_type`` ``ser_*``) + ``feature_config.json``;
 - a classic sklearn model (``model_type`` ``ser_classic``) + ``feature_config.json`` (acoustic features) or
-  ``embedding_config.json`` (pooled hidden states of a speech encoder).
+  ``embedding_config.json`` (pooled hidden states of a speech encoder);
+- a probe (``model_type`` ``ser_probe``): a learned mix of a frozen encoder's pooled hidden states, the
+  encoder named in its config.
+
+Models trained on speaker-normalised embeddings (``embeddings.speaker_norm``) z-score the embeddings of
+all inputs of one call together, as one speaker's clips: pass one speaker's clips per call (at least 2).
 
 ``predict_files`` / ``predict_arrays`` return one record per input, in input order::
 
     {"file": "a.wav", "label": "anger", "scores": {"anger": 0.71, "boredom": 0.02, ...}}
 
 A file that cannot be decoded gives ``{"file", "label": None, "scores": None, "error": "..."}`` and the
-rest go on. Long inputs are cut into overlapping chunks whose logits are averaged; inputs are sorted by
+rest go on; a silence-only input ``{"file", "label": "no speech", "scores": None}``; an input shorter than
+``MIN_CLIP_S`` (or the model's minimum, to which it is zero-padded) carries a ``"warning"``. Long inputs are
+cut into overlapping chunks (every family: ``chunk_s``/``overlap_s``) whose logits are averaged per input
+with :func:`ser_hf.clips.clip_probabilities`, the function evaluation uses too; inputs are sorted by
 length and batched, which is what makes this faster than a per-file ``pipeline("audio-classification")``
 loop (see benchmarks/results/inference.md).
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
-import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.ao.quantization import quantize_dynamic
-from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
-import ser_hf.models  # noqa: F401  registers the baseline configs/models with the Auto classes
-from ser_hf.data.audio import AUDIO_EXTENSIONS, AudioDecodeError, decode_audio, resample
-from ser_hf.embeddings import load_encoder
-from ser_hf.features import FeatureConfig, extract, window_array
-from ser_hf.metrics import aggregate_clips, softmax
-from ser_hf.models.batching import (chunk_clip, featurize, is_waveform_extractor, length_sorted_batches,
-                                    uses_attention_mask)
-from ser_hf.models.classic import ClassicClassifier
-from ser_hf.models.loading import load_feature_extractor
-from ser_hf.models.lora import load_adapter
+from ser_hf.clips import NO_SPEECH, clip_probabilities, is_silent, log_probabilities
 from ser_hf.models.whisper_crop import fixed_input_chunk_s
-from ser_hf.onnx_backend import is_onnx_export, load_onnx_parts
-from ser_hf.runfolder import verify_checksums
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_S = 10.0
 DEFAULT_OVERLAP_S = 1.0
-KINDS = ("transformer", "adapter", "baseline", "classic")
+# Below this an emotion label means little: such clips are scored (padded to the model's minimum where
+# needed) with a warning in the log and in the record.
+MIN_CLIP_S = 0.25
+KINDS = ("transformer", "adapter", "baseline", "classic", "probe")
 PRECISIONS = ("fp32", "bf16", "int8", "auto")
 BACKENDS = ("auto", "torch", "onnx")  # auto: onnx for folders written by scripts/export.py, else torch
 
@@ -96,11 +92,15 @@ class Predictor:
 
     @property
     def uses_attention_mask(self) -> bool:
+        from ser_hf.models.transformer import uses_attention_mask
+
         return self.feature_extractor is not None and uses_attention_mask(self.feature_extractor)
 
     @torch.inference_mode()
     def _transformer_scores(self, arrays: list[np.ndarray], batch_size: int, chunk_s: float | None,
                             overlap_s: float, allow_padding: bool | None) -> list[np.ndarray]:
+        from ser_hf.models.transformer import is_waveform_extractor, chunk_clip, featurize, length_sorted_batches
+
         chunk_s = fixed_input_chunk_s(self.feature_extractor, chunk_s)  # cropped Whisper: chunks it can see whole
         chunks, owner = [], []
         for i, a in enumerate(arrays):
@@ -114,10 +114,11 @@ class Predictor:
         for batch in length_sorted_batches([len(c) for c in chunks], batch_size, exact_lengths=not allow_padding):
             logits[batch] = self._forward(**featurize(self.feature_extractor, [chunks[j] for j in batch],
                                                       self.sampling_rate))
-        return list(softmax(aggregate_clips(owner, logits)[1]))
+        return list(clip_probabilities(owner, logits)[1])
 
     def features(self, array: np.ndarray) -> np.ndarray:
-        """The model's input features of one clip (baseline and classic models)."""
+        from ser_hf.features import extract
+
         x = extract(array, self.sampling_rate, self.feature_config)
         if getattr(self.feature_config, "speaker_norm", False):
             # Training normalised with each speaker's statistics over many clips; a lone file has only its
@@ -130,35 +131,143 @@ class Predictor:
             x = _utterance_normalise(x)
         return x
 
-    @torch.inference_mode()
-    def _baseline_scores(self, arrays: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
-        windows, owner = [], []
-        for i, a in enumerate(arrays):
-            w = window_array(self.features(a), self.feature_config)
-            windows.extend(w)
-            owner.extend([i] * len(w))
-        logits = np.zeros((len(windows), len(self.label_names)), dtype=np.float64)
-        by_shape: dict[tuple, list[int]] = {}
-        for j, w in enumerate(windows):
-            by_shape.setdefault(w.shape, []).append(j)
-        for idx in by_shape.values():
-            for start in range(0, len(idx), batch_size):
-                batch = idx[start:start + batch_size]
-                logits[batch] = self._forward(input_values=torch.from_numpy(np.stack([windows[j] for j in batch])))
-        return list(softmax(aggregate_clips(owner, logits)[1]))
+    # --- chunked scoring of baseline and classic models (issue 12 predict) -------------------------------
 
-    def _classic_scores(self, arrays: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
+    def _pieces(self, array: np.ndarray, chunk_s: float | None, overlap_s: float) -> list[np.ndarray]:
+        """The chunks a baseline/classic model scores a clip as: ``chunk_s`` windows overlapping by
+        ``overlap_s``; a model trained on a fixed ``duration_s`` gets chunks of that length (a longer chunk
+        would be cropped to its start). No ``chunk_s``: the clip whole (as before)."""
+        from ser_hf.models.transformer import chunk_clip
+
+        chunk_s, overlap_s = self.chunking(chunk_s, overlap_s)
+        if not chunk_s or len(array) <= chunk_s * self.sampling_rate:
+            return [array]
+        return chunk_clip(array, self.sampling_rate, chunk_s, overlap_s)
+
+    def chunking(self, chunk_s: float | None, overlap_s: float) -> tuple[float | None, float]:
+        """The (chunk_s, overlap_s) this model scores long inputs with: as given, except that a baseline or
+        classic model trained on a fixed ``duration_s`` uses chunks of that length."""
+        duration = getattr(self.feature_config, "duration_s", None)
+        if chunk_s and duration:
+            chunk_s = min(float(chunk_s), float(duration))
+        if chunk_s and overlap_s >= chunk_s:
+            overlap_s = chunk_s / 2
+        return chunk_s, overlap_s
+
+    @torch.inference_mode()
+    def _baseline_scores(self, arrays: list[np.ndarray], batch_size: int, chunk_s: float | None = None,
+                         overlap_s: float = 0.0) -> list[np.ndarray]:
+        from ser_hf.features import window_array
+
+        owner: list[int] = []
+        logits: list[np.ndarray] = []
+        pending: dict[tuple, list[tuple[int, np.ndarray]]] = {}  # windows of one shape, batched
+
+        def flush(shape):
+            rows = pending.pop(shape)
+            logits.append(self._forward(input_values=torch.from_numpy(np.stack([w for _, w in rows]))))
+            owner.extend(i for i, _ in rows)
+
+        for i, a in enumerate(arrays):
+            for piece in self._pieces(a, chunk_s, overlap_s):
+                for w in window_array(self.features(piece), self.feature_config):
+                    pending.setdefault(w.shape, []).append((i, w))
+                    if len(pending[w.shape]) >= batch_size:
+                        flush(w.shape)
+        for shape in list(pending):
+            flush(shape)
+        return list(clip_probabilities(owner, np.concatenate(logits))[1])
+
+    def _classic_scores(self, arrays: list[np.ndarray], batch_size: int, chunk_s: float | None = None,
+                        overlap_s: float = 0.0) -> list[np.ndarray]:
+        owner: list[int] = []
+        pieces: list[np.ndarray] = []
+        for i, a in enumerate(arrays):
+            p = self._pieces(a, chunk_s, overlap_s)
+            pieces.extend(p)
+            owner.extend([i] * len(p))
         if self.embedding_config is not None:
-            X = self._embed(arrays, batch_size)
+            X = self._embedding_rows(pieces, batch_size)
         else:
-            X = np.stack([self.features(a).reshape(-1) for a in arrays])
-        return list(self.model.predict_proba(X))
+            X = np.stack([self.features(p).reshape(-1) for p in pieces])
+        return list(clip_probabilities(owner, log_probabilities(self.model.predict_proba(X)))[1])
+
+    @property
+    def min_samples(self) -> int:
+        """The shortest input the model reads meaningfully (shorter ones are zero-padded to it): one analysis
+        frame (``n_fft``) for feature models, 25 ms (a speech encoder's first frame) otherwise - the definition
+        of ``ser_hf.experiment._min_clip_s``, which lists such training clips."""
+        if self.feature_config is not None:
+            return max(1, int(self.feature_config.n_fft))
+        return max(1, int(0.025 * self.sampling_rate))
+
+    def _check_length(self, name: str, array: np.ndarray) -> tuple[np.ndarray, str | None]:
+        """Warn about clips shorter than MIN_CLIP_S or the model's minimum; pad those below the minimum."""
+        soft = max(self.min_samples, int(MIN_CLIP_S * self.sampling_rate))
+        if len(array) >= soft:
+            return array, None
+        note = (f"{name}: {len(array) / self.sampling_rate:.3f} s is shorter than "
+                f"{soft / self.sampling_rate:.3f} s (the model's minimum or {MIN_CLIP_S} s): the label is unreliable")
+        if len(array) < self.min_samples:
+            array = np.pad(array, (0, self.min_samples - len(array)))
+            note += f"; zero-padded to {self.min_samples} samples"
+        logger.warning("%s", note)
+        return array, note
+
+    def _score_records(self, names: list[str], arrays: list[np.ndarray], batch_size: int, chunk_s, overlap_s,
+                       allow_padding) -> list[dict]:
+        """Records for prepared arrays at the model's rate: "no speech" for silent ones, warnings for short ones."""
+        records: list[dict | None] = [None] * len(arrays)
+        todo, prepared, notes = [], [], []
+        for i, (name, a) in enumerate(zip(names, arrays)):
+            if is_silent(a, self.sampling_rate):
+                records[i] = {"file": name, "label": NO_SPEECH, "scores": None}
+                continue
+            a, note = self._check_length(name, a)
+            todo.append(i)
+            prepared.append(a)
+            notes.append(note)
+        probs = self.scores(prepared, batch_size=batch_size, chunk_s=chunk_s, overlap_s=overlap_s,
+                            allow_padding=allow_padding)
+        for i, p, note in zip(todo, probs, notes):
+            records[i] = self._record(names[i], p)
+            if note:
+                records[i]["warning"] = note
+        return records
+
+    # --- end of chunked scoring ---------------------------------------------------------------------------
+
+    def _embedding_rows(self, arrays: list[np.ndarray], batch_size: int) -> np.ndarray:
+        """Pooled encoder states per input; speaker-normalised over the call's inputs when trained so."""
+        X = self._embed(arrays, batch_size)
+        if not self.embedding_config.get("speaker_norm"):
+            return X
+        if len(X) < 2:
+            raise ValueError(f"{self.model_dir} was trained on speaker-normalised embeddings: pass at least 2 clips "
+                             f"of the speaker in one call (they are z-scored together, as one speaker's clips)")
+        if not self._warned_speaker_norm:
+            logger.warning("%s was trained on speaker-normalised embeddings: the %d inputs of this call are "
+                           "normalised together as one speaker's clips", self.model_dir, len(X))
+            self._warned_speaker_norm = True
+        std = X.std(axis=0)
+        return ((X - X.mean(axis=0)) / np.where(std > 1e-6, std, 1.0)).astype(np.float32)
+
+    @torch.inference_mode()
+    def _probe_scores(self, arrays: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
+        X = self._embedding_rows(arrays, batch_size)
+        logits = np.concatenate([self._forward(input_values=torch.from_numpy(X[i:i + batch_size]))
+                                 for i in range(0, len(X), batch_size)])
+        z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+        return list(np.exp(z) / np.exp(z).sum(axis=1, keepdims=True))
 
     def _embed(self, arrays: list[np.ndarray], batch_size: int) -> np.ndarray:
+        from ser_hf.embeddings import load_encoder
+        from ser_hf.models.transformer import length_sorted_batches, uses_attention_mask
+
         cfg = self.embedding_config
         if self._encoder is None:
             self._encoder = load_encoder(cfg["name_or_path"], cfg["layers"], str(self.device), None,
-                                         cfg.get("max_duration_s"))
+                                          cfg.get("max_duration_s"))
         enc = self._encoder
         exact = enc.waveform and not uses_attention_mask(enc.feature_extractor)
         out: list[np.ndarray | None] = [None] * len(arrays)
@@ -176,8 +285,10 @@ class Predictor:
         if self.kind in ("transformer", "adapter"):
             return self._transformer_scores(arrays, batch_size, chunk_s, overlap_s, allow_padding)
         if self.kind == "baseline":
-            return self._baseline_scores(arrays, batch_size)
-        return self._classic_scores(arrays, batch_size)
+            return self._baseline_scores(arrays, batch_size, chunk_s, overlap_s)
+        if self.kind == "probe":
+            return self._probe_scores(arrays, batch_size)
+        return self._classic_scores(arrays, batch_size, chunk_s, overlap_s)
 
     def _record(self, name: str, probs: np.ndarray) -> dict:
         scores = {label: float(p) for label, p in zip(self.label_names, probs)}
@@ -189,6 +300,8 @@ class Predictor:
                        batch_size: int = 8, chunk_s: float | None = DEFAULT_CHUNK_S,
                        overlap_s: float = DEFAULT_OVERLAP_S, allow_padding: bool | None = None) -> list[dict]:
         """Records for mono arrays at ``sampling_rate`` (resampled to the model's rate when different)."""
+        from ser_hf.data.audio import resample
+
         names = list(names) if names is not None else [f"<array {i}>" for i in range(len(arrays))]
         if len(names) != len(arrays):
             raise ValueError(f"{len(names)} names for {len(arrays)} arrays")
@@ -198,9 +311,7 @@ class Predictor:
             if a.ndim != 1 or a.size == 0:
                 raise ValueError(f"{name}: expected a non-empty mono 1-D array, got shape {a.shape}")
             prepared.append(resample(a, int(sampling_rate), self.sampling_rate))
-        probs = self.scores(prepared, batch_size=batch_size, chunk_s=chunk_s, overlap_s=overlap_s,
-                            allow_padding=allow_padding)
-        return [self._record(n, p) for n, p in zip(names, probs)]
+        return self._score_records(names, prepared, batch_size, chunk_s, overlap_s, allow_padding)
 
     def predict_files(self, paths: Iterable[str | os.PathLike], *, batch_size: int = 8,
                       chunk_s: float | None = DEFAULT_CHUNK_S, overlap_s: float = DEFAULT_OVERLAP_S,
@@ -210,6 +321,8 @@ class Predictor:
         Files are processed ``block_files`` at a time (bounded memory), length-sorted and batched inside
         a block. An undecodable file yields an ``error`` record and is skipped.
         """
+        from ser_hf.data.audio import AudioDecodeError, decode_audio
+
         paths = [os.fspath(p) for p in paths]
         records: list[dict | None] = [None] * len(paths)
         for start in range(0, len(paths), block_files):
@@ -222,10 +335,9 @@ class Predictor:
                 except (AudioDecodeError, OSError) as err:
                     logger.warning("skipping %s: %s", paths[i], err)
                     records[i] = {"file": paths[i], "label": None, "scores": None, "error": str(err)}
-            probs = self.scores(arrays, batch_size=batch_size, chunk_s=chunk_s, overlap_s=overlap_s,
-                                allow_padding=allow_padding)
-            for i, p in zip(ok, probs):
-                records[i] = self._record(paths[i], p)
+            scored = self._score_records([paths[i] for i in ok], arrays, batch_size, chunk_s, overlap_s, allow_padding)
+            for i, record in zip(ok, scored):
+                records[i] = record
         return records
 
 
@@ -258,6 +370,10 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     """Dynamic int8 quantisation of the Linear layers (weights int8, activations quantised on the fly),
     for CPU inference. Uses ``torch.ao.quantization.quantize_dynamic``, deprecated by torch in favour of
     torchao but still shipped; see benchmarks/results/inference.md for its speed and agreement."""
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
@@ -282,6 +398,8 @@ def load_for_inference(model_dir: str | os.PathLike, *, device: str | None = Non
     # --- ONNX backend hook (issue 15): export folders run with onnxruntime, see ser_hf/onnx_backend.py
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r}: use one of {BACKENDS}")
+    from ser_hf.onnx_backend import is_onnx_export, load_onnx_parts
+
     if backend == "onnx" or (backend == "auto" and is_onnx_export(model_dir)):
         if device not in (None, "cpu"):
             raise ValueError(f"backend=onnx runs on the CPU; device={device!r} is not supported")
@@ -298,6 +416,8 @@ def load_for_inference(model_dir: str | os.PathLike, *, device: str | None = Non
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: use one of {PRECISIONS}")
     if Path(model_dir).is_dir():  # sha256 of the weights as saved (ser_hf.runfolder): damage is named, not loaded
+        from ser_hf.runfolder import verify_checksums
+
         verify_checksums(model_dir)
     predictor = load_torch_predictor(model_dir, device=device, local_files_only=local_files_only)
     if precision == "auto":
@@ -354,7 +474,6 @@ def _cpu_has_bf16(flags: set[str] | None = None) -> bool:
 
 def load_torch_predictor(model_dir: str | os.PathLike, *, device: str | None = None,
                          local_files_only: bool | None = None) -> Predictor:
-    """The PyTorch / scikit-learn :class:`Predictor` of a saved model folder (fp32; no ONNX, no precision)."""
     model_dir = Path(model_dir).expanduser()
     if not model_dir.is_dir():
         raise FileNotFoundError(f"model folder {model_dir} does not exist (pass the folder written by "
@@ -363,6 +482,8 @@ def load_torch_predictor(model_dir: str | os.PathLike, *, device: str | None = N
     found = sorted(p.name for p in model_dir.iterdir())
 
     if (model_dir / "adapter_config.json").is_file():
+        from ser_hf.models.transformer import load_adapter
+
         model, fe = load_adapter(model_dir, local_files_only=local_files_only)
         model = model.merge_and_unload()  # plain weights: no LoRA branch to run per forward
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -377,6 +498,8 @@ def load_torch_predictor(model_dir: str | os.PathLike, *, device: str | None = N
     model_type = str(config.get("model_type", ""))
 
     if model_type == "ser_classic":
+        from ser_hf.models.classic import ClassicClassifier
+
         clf = ClassicClassifier.from_pretrained(model_dir)
         labels = _labels_from(config, config_path)
         if (model_dir / "embedding_config.json").is_file():
@@ -385,13 +508,34 @@ def load_torch_predictor(model_dir: str | os.PathLike, *, device: str | None = N
             if not name:
                 raise ValueError(f"{model_dir / 'embedding_config.json'} names no name_or_path (the encoder)")
             emb = {"name_or_path": name, "layers": emb.get("layers", "last"), "pooling": emb.get("pooling", "mean"),
-                   "max_duration_s": emb.get("max_duration_s")}
+                   "max_duration_s": emb.get("max_duration_s"), "speaker_norm": bool(emb.get("speaker_norm", False))}
+            from ser_hf.models.transformer import load_feature_extractor
+
             fe = load_feature_extractor(name, local_files_only=local_files_only)
             return Predictor("classic", clf, labels, fe.sampling_rate, model_dir, embedding_config=emb, device=dev)
         fcfg = _feature_config(model_dir, found)
         return Predictor("classic", clf, labels, fcfg.sampling_rate, model_dir, feature_config=fcfg, device=dev)
 
+    if model_type == "ser_probe":
+        import ser_hf.models  # noqa: F401  registers the probe with the Auto classes
+        from transformers import AutoModelForAudioClassification
+
+        from ser_hf.models.transformer import load_feature_extractor
+
+        model = AutoModelForAudioClassification.from_pretrained(model_dir, local_files_only=True)
+        if not model.config.encoder_name_or_path:
+            raise ValueError(f"{config_path} names no encoder_name_or_path (the frozen encoder of this probe)")
+        emb = {"name_or_path": model.config.encoder_name_or_path, "layers": "all", "pooling": model.config.pooling,
+               "speaker_norm": model.config.speaker_norm, "max_duration_s": model.config.max_duration_s}
+        fe = load_feature_extractor(emb["name_or_path"], local_files_only=local_files_only)
+        labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        return Predictor("probe", model.to(dev).eval(), labels, fe.sampling_rate, model_dir, embedding_config=emb,
+                         device=dev)
+
     if model_type.startswith("ser_"):
+        import ser_hf.models  # noqa: F401  registers the baseline configs/models with the Auto classes
+        from transformers import AutoModelForAudioClassification
+
         fcfg = _feature_config(model_dir, found)
         model = AutoModelForAudioClassification.from_pretrained(model_dir, local_files_only=True)
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -399,6 +543,8 @@ def load_torch_predictor(model_dir: str | os.PathLike, *, device: str | None = N
                          feature_config=fcfg, device=dev)
 
     if (model_dir / "preprocessor_config.json").is_file():
+        from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+
         fe = AutoFeatureExtractor.from_pretrained(model_dir, local_files_only=True)
         model = AutoModelForAudioClassification.from_pretrained(model_dir, local_files_only=True)
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -413,6 +559,8 @@ def load_torch_predictor(model_dir: str | os.PathLike, *, device: str | None = N
 
 
 def _feature_config(model_dir: Path, found: list[str]):
+    from ser_hf.features import FeatureConfig
+
     path = model_dir / "feature_config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{model_dir} has no feature_config.json (found: {found}); ser_hf baseline and "
@@ -421,11 +569,14 @@ def _feature_config(model_dir: Path, found: list[str]):
 
 
 # What soundfile (libsndfile >= 1.1) decodes from its wheel alone.
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".w64")
 
 
 def audio_paths(spec: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
     """Audio files named by ``spec``: a file, a folder (searched recursively, sorted), a glob pattern
     (``clips/*.wav``), a comma-separated list of those, or an iterable of them."""
+    import glob
+
     if isinstance(spec, (str, os.PathLike)):
         text = os.fspath(spec)
         items = [t for t in text.split(",") if t] if "," in text and not Path(text).exists() else [text]
@@ -474,4 +625,4 @@ def predict_arrays(arrays: Sequence[np.ndarray], sampling_rate: int, model: Pred
 
 
 __all__ = ["AUDIO_EXTENSIONS", "BACKENDS", "DEFAULT_CHUNK_S", "DEFAULT_OVERLAP_S", "PRECISIONS", "Predictor", "audio_paths",
-           "auto_precision", "cpu_flags", "load_for_inference", "load_torch_predictor", "predict_arrays", "predict_files", "quantize_int8"]
+           "auto_precision", "cpu_flags", "load_for_inference", "predict_arrays", "predict_files", "quantize_int8"]

@@ -41,6 +41,8 @@ PROTOCOLS = {
     "speaker": "speaker-independent (published speaker split)",
     "loso": "speaker-independent (leave-one-speaker-out)",
     "kfold": "speaker-independent (speaker k-fold)",
+    "session": "speaker-independent (leave-one-session-out)",
+    "manifest": "the manifest's split column (speaker overlap checked)",
     "random": "LEAKY (utterance-level random split, speakers overlap)",
 }
 
@@ -51,11 +53,19 @@ PROTOCOLS = {
 from .runfolder import atomic_path, atomic_write, is_leaky, read_predictions  # noqa: E402,F401
 
 
+def leaky_warning(metrics: Mapping[str, Any]) -> str:
+    """The LEAKY banner: why this run is not speaker-independent (a random split, or the data's ``leaky_reason``)."""
+    reason = metrics.get("leaky_reason")
+    return f"NOT SPEAKER-INDEPENDENT: {reason}" if reason else LEAKY_WARNING
+
+
 def protocol_description(metrics: Mapping[str, Any]) -> str:
     """One line naming the split protocol and fold, e.g. ``speaker-independent (leave-one-speaker-out), fold 3``."""
     split = metrics.get("split")
     text = PROTOCOLS.get(split, f"split {split!r}" if split else "split not recorded")
-    if is_leaky(metrics) and split != "random":
+    if metrics.get("leaky_reason") and split != "random":
+        text = f"NOT speaker-independent ({metrics['leaky_reason']})"
+    elif is_leaky(metrics) and split != "random":
         text += " — marked LEAKY"
     if metrics.get("fold") is not None:
         text += f", fold {metrics['fold']}"
@@ -106,7 +116,7 @@ def _header_lines(metrics: Mapping[str, Any]) -> list[str]:
     lines = ["ser_hf classification report", ""]
     leaky = is_leaky(metrics)
     if leaky:
-        lines += ["!" * 100, f"!!! {LEAKY_WARNING}", "!" * 100, ""]
+        lines += ["!" * 100, f"!!! {leaky_warning(metrics)}", "!" * 100, ""]
     corpus = metrics.get("corpus", "not recorded")
     if metrics.get("train_corpus") or metrics.get("test_corpus"):
         corpus = f"{corpus} (cross-corpus: trained on {metrics.get('train_corpus')}, tested on {metrics.get('test_corpus')})"
@@ -193,6 +203,10 @@ def skipped_lines(metrics: Mapping[str, Any], limit: int = 50) -> list[str]:
 def classification_report_text(metrics: Mapping[str, Any], history_note: str | None = None) -> str:
     """The whole ``classification_report.txt``: protocol header, then one table per evaluated split."""
     lines = _header_lines(metrics)
+    from .groups import report_lines, table_lines  # per-speaker / per-gender results (issue 15)
+
+    if report_lines(metrics):
+        lines += ["", "speakers and gender:", *(f"  {line}" for line in report_lines(metrics))]
     splits = eval_splits(metrics)
     if not splits:
         lines += ["", "no evaluated split in metrics (expected 'validation' and/or 'test' entries)"]
@@ -205,11 +219,13 @@ def classification_report_text(metrics: Mapping[str, Any], history_note: str | N
             lines.append(f"no {split} examples of: {', '.join(m['absent_labels'])} "
                          "(left out of macro-F1/UAR; their rows show support 0)")
         lines += ["", _confusion_text(m)]
+        if table_lines(m):
+            lines += ["", "per speaker and gender:", *table_lines(m)]
     if history_note:
         lines += ["", history_note]
     lines += ["", *skipped_lines(metrics)]
     if is_leaky(metrics):
-        lines += ["", f"!!! {LEAKY_WARNING}"]
+        lines += ["", f"!!! {leaky_warning(metrics)}"]
     return "\n".join(lines) + "\n"
 
 
@@ -342,7 +358,7 @@ def write_report(output_dir: str | Path, metrics: Mapping[str, Any],
     else:
         logger.warning("metrics in %s hold no evaluated split; %s not written", output_dir, CONFUSION_FILE)
     if is_leaky(metrics):
-        logger.warning("%s (%s)", LEAKY_WARNING, output_dir)
+        logger.warning("%s (%s)", leaky_warning(metrics), output_dir)
     return paths
 
 

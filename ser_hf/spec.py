@@ -124,7 +124,7 @@ def build(cls, d: Mapping | None, section: str):
 
 # ============================================================================================== data
 
-SPLITS = ("speaker", "loso", "kfold", "random")
+SPLITS = ("speaker", "loso", "kfold", "session", "manifest", "random")  # = ser_hf.data.splits.SPLITS (tested)
 LABEL_SETS = ("corpus", "common")
 
 
@@ -145,6 +145,16 @@ class DataConfig:
     test_corpus: str | None = None  # cross-corpus: train on `corpus`, test on this one (common labels)
     test_data_dir: str | None = None
     extra_train: list = field(default_factory=list)  # multi-corpus: [{corpus, data_dir}, ...] added to training
+    # Your own data (issue 14): corpus=manifest reads this CSV/TSV; corpus=folder takes speakers from this regex
+    # on file names; labels fixes the class order (default: sorted) for manifest and folder corpora.
+    manifest: str | None = None
+    speaker_regex: str | None = None
+    labels: list | None = None
+
+    def corpus_options(self) -> dict:
+        """Builder options of the manifest/folder keys that are set (an error for a corpus without them)."""
+        keys = ("manifest", "speaker_regex", "labels")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
     def __post_init__(self):
         if self.split not in SPLITS:
@@ -167,7 +177,9 @@ class DataConfig:
 # ========================================================================================== features
 
 FEATURE_CONFIG_NAME = "feature_config.json"
-KINDS = ("mfcc_stack", "logmel", "spectrogram", "frame_stack", "frame_crema", "fft", "stats")
+KINDS = ("mfcc_stack", "logmel", "spectrogram", "frame_stack", "frame_crema", "fft", "stats", "opensmile")
+# opensmile kind: ``level`` values (ser_hf.features_opensmile.LEVELS; the feature set is checked there)
+OPENSMILE_LEVELS = ("functionals", "lld", "lld_deltas")
 IMAGE_KINDS = ("mfcc_stack", "logmel", "spectrogram")  # (C, F, T): time is the last axis
 FRAME_KINDS = ("frame_stack", "frame_crema")  # (T, D): time is the first axis
 VECTOR_KINDS = ("fft", "stats")  # (D,): one vector per clip, no windows
@@ -216,6 +228,9 @@ class FeatureConfig:
     window_hop_frames: int | None = None  # None = window_frames (no overlap)
     window_pad: str = "zeros"  # how a clip shorter than one window is padded: zeros | wrap | edge
     speaker_norm: bool = False  # compute_features ends with speaker_normalise
+    # opensmile kind (ser_hf.features_opensmile): an opensmile.FeatureSet name; functionals | lld | lld_deltas
+    feature_set: str = "eGeMAPSv02"
+    level: str = "functionals"
 
     def __post_init__(self) -> None:
         if isinstance(self.stats, str):
@@ -276,6 +291,11 @@ class FeatureConfig:
                 problems.append("window_hop_frames needs window_frames")
             elif not 0 < self.window_hop_frames:
                 problems.append(f"window_hop_frames={self.window_hop_frames} must be > 0")
+        if self.kind == "opensmile":  # the feature set name is checked against opensmile when the family is built
+            if self.level not in OPENSMILE_LEVELS:
+                problems.append(f"level={self.level!r} is not one of {list(OPENSMILE_LEVELS)}")
+            if self.window_frames is not None and self.level == "functionals":
+                problems.append("level=functionals gives one vector per clip: set window_frames to null")
         if problems:
             raise SpecError("invalid feature config: " + "; ".join(problems))
 
@@ -295,6 +315,8 @@ class FeatureConfig:
         d = self.to_dict()
         for name in ("window_frames", "window_hop_frames", "window_pad"):
             d.pop(name)
+        if self.kind != "opensmile":  # keeps the cache keys of the other kinds as they were
+            d.pop("feature_set"), d.pop("level")
         d["_algorithm_version"] = FEATURES_ALGORITHM_VERSION
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -527,7 +549,7 @@ class PeftConfig:
         return build(cls, d, "peft")
 
 
-EMBEDDING_LAYER_CHOICES = ("last", "mean", "weighted")
+EMBEDDING_LAYER_CHOICES = ("last", "mean", "weighted", "all")
 EMBEDDING_POOLINGS = ("mean", "mean_std")
 
 
@@ -557,6 +579,9 @@ class EmbeddingConfig:
     batch_size: int = 8
     cache: bool = True
     max_duration_s: float | None = None  # Whisper: encoder cropped to this many (whole) seconds; longer clips truncated
+    # z-score each clip's embedding with its own speaker's statistics (ser_hf.features.speaker_normalise,
+    # per split, from unlabelled clips); applied by the embedding and probe families, not by extract_embeddings
+    speaker_norm: bool = False
 
     def __post_init__(self):
         check_embedding_layers(self.layers)
@@ -685,6 +710,28 @@ class TransformerModelConfig:
             raise SpecError(f"model.freeze_base_steps={self.freeze_base_steps!r} must be an integer >= 0")
 
 
+@dataclass
+class ProbeModelConfig:
+    """``model:`` of the probe family: the head on the learned mix of hidden states (ser_hf.models.probe)."""
+
+    family: str = "probe"
+    head: str = "linear"  # linear | mlp
+    hidden_size: int | None = None
+    dropout: float | None = None
+    normalize_states: bool | None = None
+    name_or_path: str | None = None  # the encoder, when embeddings.name_or_path is not given
+
+    @property
+    def head_options(self) -> dict:
+        """The ProbeConfig fields the recipe set (the others keep ProbeConfig's defaults)."""
+        keys = ("head", "hidden_size", "dropout", "normalize_states")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+
+
+def _probe_model(family: str, d: dict) -> ProbeModelConfig:
+    return build(ProbeModelConfig, {**d, "family": family}, "model")
+
+
 def _split_known(cls, d: dict, extra: str) -> dict:
     known = {f.name for f in dataclasses.fields(cls)} - {extra}
     return {**{k: v for k, v in d.items() if k in known}, extra: {k: v for k, v in d.items() if k not in known}}
@@ -722,6 +769,7 @@ FAMILY_SPECS: dict[str, FamilySpec] = {
     "classic": FamilySpec(("features", "augment"), _classic_model),
     "transformer": FamilySpec(("augment", "trainer", "peft"), _transformer_model),
     "embedding": FamilySpec(("augment", "embeddings"), _classic_model),
+    "probe": FamilySpec(("trainer", "embeddings"), _probe_model),
 }
 BASELINE_FAMILIES = tuple(BASELINE_MODEL_KEYS)
 

@@ -53,7 +53,7 @@ from torch import nn
 from torch.utils.data import DataLoader, SequentialSampler
 
 from .losses import build_loss
-from .metrics import aggregate_clips
+from .clips import aggregate_clips
 from .models.batching import seed_worker
 from .runfolder import RunFolderError, load_safetensors, load_state, save_state, verify_checksums, write_checksums
 from .spec import TrainerConfig

@@ -19,9 +19,9 @@ def count_decodes(monkeypatch):
     calls = []
     real = audio_io.decode_audio
 
-    def counting(path, sampling_rate=16000):
+    def counting(path, sampling_rate=16000, **segment):
         calls.append(path)
-        return real(path, sampling_rate)
+        return real(path, sampling_rate, **segment)
 
     monkeypatch.setattr(audio_io, "decode_audio", counting)
     return calls
@@ -138,8 +138,8 @@ def test_data_dir_from_environment(generated, hf_cache, monkeypatch):
 
 def test_bad_arguments(generated, tmp_path, hf_cache):
     with pytest.raises(ValueError, match="unknown corpus"):
-        load_corpus("iemocap", tmp_path)
-    with pytest.raises(ValueError, match="unknown split 'speakers'.*speaker, loso, kfold, random"):
+        load_corpus("timit", tmp_path)
+    with pytest.raises(ValueError, match="unknown split 'speakers'.*speaker, loso, kfold, session, manifest, random"):
         load_corpus("emodb", generated("emodb"), split="speakers")
     with pytest.raises(ValueError, match="label_set"):
         load_corpus("emodb", generated("emodb"), label_set="ekman")

@@ -106,10 +106,11 @@ def test_shape_of_every_kind(kind):
     expected = {
         "mfcc_stack": (3, 13, t), "logmel": (1, 32, t), "spectrogram": (1, 257, t), "frame_stack": (t, 3 * 13 + 32),
         "frame_crema": (t, 3 + 12 + 13), "fft": (257,), "stats": ((2 * 13 + 5) * 4,),
+        "opensmile": (88,),  # eGeMAPSv02 functionals (tests/test_features_opensmile.py)
     }[kind]
     assert x.shape == expected == feature_shape(cfg, n)
     assert x.dtype == np.float32 and np.all(np.isfinite(x))
-    if kind in F.FRAME_KINDS + F.VECTOR_KINDS:
+    if kind in F.FRAME_KINDS + F.VECTOR_KINDS + ("opensmile",):
         assert len(feature_names(cfg)) == x.shape[-1]
 
 

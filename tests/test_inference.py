@@ -319,14 +319,16 @@ def test_audio_paths_expands_files_folders_and_patterns(tmp_path):
 
 
 def test_predict_script_takes_precision_and_padding_and_matches_the_api(saved, wavs):
+    import os
     import subprocess
     import sys
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "predict.py"
     folder = wavs[0].parent
+    env = {**os.environ, "PYTHONPATH": str(script.parents[1])}  # this checkout's ser_hf, not another install
     run = lambda *a: subprocess.run([sys.executable, str(script), f"model={saved['unmasked']}", f"audio={folder}", *a],  # noqa: E731
-                                    capture_output=True, text=True, timeout=300)
+                                    capture_output=True, text=True, timeout=300, env=env)
     out = run("precision=bf16", "allow_padding=false", "batch_size=2")
     assert out.returncode == 0, out.stderr[-2000:]
     records = {r["file"]: r for r in map(json.loads, out.stdout.splitlines())}

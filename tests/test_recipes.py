@@ -14,7 +14,7 @@ import pytest
 from ser_hf.config import available_recipes, default_output_dir, load_config
 
 REPO = Path(__file__).resolve().parents[1]
-TRANSFORMER_FAMILIES = ("transformer", "embedding")
+TRANSFORMER_FAMILIES = ("transformer", "embedding", "probe")  # need a pretrained encoder: tested with tiny ones
 
 
 def _family(name: str) -> str:

@@ -267,10 +267,10 @@ def test_error_messages_list_valid_values():
         speaker_split("emodb", EMODB, "loso")
     with pytest.raises(ValueError, match="has one fold"):
         speaker_split("emodb", EMODB, "speaker", 2)
-    with pytest.raises(ValueError, match="expected one of speaker, loso, kfold, random"):
+    with pytest.raises(ValueError, match="expected one of speaker, loso, kfold, session, manifest, random"):
         speaker_split("emodb", EMODB, "holdout")
-    with pytest.raises(ValueError, match="unknown corpus 'iemocap'"):
-        speaker_split("iemocap", EMODB)
+    with pytest.raises(ValueError, match="unknown corpus 'timit'"):
+        speaker_split("timit", EMODB)
     with pytest.raises(ValueError, match="no speakers"):
         speaker_split("emodb", [])
     with pytest.raises(ValueError, match="at least 2 speakers"):

@@ -211,7 +211,7 @@ def test_emotion_drives_prosody(generated):
     ({"corpus": "crema_d", "speakers": 92}, "crema_d has 1..91 speakers"),
     ({"corpus": "ravdess", "per_class": 9}, "ravdess allows 1..8 clips"),
     ({"corpus": "emodb", "sampling_rate": 4000}, "sampling_rate=4000"),
-    ({"corpus": "iemocap"}, "unknown corpus 'iemocap'"),
+    ({"corpus": "timit"}, "unknown corpus 'timit'"),
 ])
 def test_bad_arguments_raise_clear_errors(tmp_path, kw, message):
     with pytest.raises(ValueError, match=re.escape(message)):

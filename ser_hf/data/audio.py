@@ -94,9 +94,15 @@ def _read_pcm16_wav(path: Path) -> tuple[np.ndarray | None, int | None]:
     return samples.reshape(len(samples), -1).astype(np.float32) * _PCM16_SCALE, int(rate)
 
 
-def decode_audio(path: str | os.PathLike, sampling_rate: int | None = 16000) -> np.ndarray:
+def _given(seconds: float | None) -> bool:
+    return seconds is not None and not np.isnan(seconds)
+
+
+def decode_audio(path: str | os.PathLike, sampling_rate: int | None = 16000, start: float | None = None,
+                 end: float | None = None) -> np.ndarray:
     """Read ``path`` as mono float32 at ``sampling_rate`` Hz (None keeps the file's rate).
 
+    ``start``/``end`` (seconds; None or NaN = the file's start/end) cut a segment of a longer file.
     Multichannel audio is averaged to mono. Raises AudioDecodeError naming the file
     for a missing, empty, truncated, unreadable or zero-length file.
     """
@@ -116,10 +122,22 @@ def decode_audio(path: str | os.PathLike, sampling_rate: int | None = 16000) -> 
         raise AudioDecodeError(
             path, f"truncated: the header declares {declared} bytes of audio data but only {present} are present"
         )
-    data, file_sr = _read_pcm16_wav(path) if path.suffix.lower() == ".wav" else (None, None)
+    segment = _given(start) or _given(end)
+    data, file_sr = _read_pcm16_wav(path) if path.suffix.lower() == ".wav" and not segment else (None, None)
     if data is None:
         try:
-            data, file_sr = sf.read(path, dtype="float32", always_2d=True)
+            window = {}
+            if segment:  # read only the segment's frames (long recordings hold many segments)
+                info = sf.info(str(path))
+                first = int(round(float(start) * info.samplerate)) if _given(start) else 0
+                last = min(int(round(float(end) * info.samplerate)), info.frames) if _given(end) else info.frames
+                if first >= info.frames or last <= first:
+                    raise AudioDecodeError(
+                        path, f"segment {start}-{end} s is outside the file ({info.frames / info.samplerate:.3f} s)")
+                window = {"start": first, "stop": last}
+            data, file_sr = sf.read(path, dtype="float32", always_2d=True, **window)
+        except AudioDecodeError:
+            raise
         except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as err:
             raise AudioDecodeError(path, f"not a readable audio file ({err})") from err
     if data.shape[0] == 0:

@@ -21,7 +21,7 @@ import numpy as np
 from ser_hf.data import audio as audio_io
 from ser_hf.data import splits as splits_mod
 from ser_hf.data.builders import BUILDERS, code_hash
-from ser_hf.data.labels import COMMON_LABELS, check_corpus, labels_of
+from ser_hf.data.labels import COMMON_LABELS, check_corpus
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,8 @@ class SplitInfo:
     speakers: dict[str, list[str]]
     leaky: bool = False
     skipped: list[dict] = field(default_factory=list)
+    # Why a non-random split is still not speaker-independent (no speaker information, overlapping speakers).
+    leaky_reason: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,10 +92,13 @@ def resolve_data_dir(name: str, data_dir: str | os.PathLike | None) -> Path:
 def _decode_batch(batch: dict, sampling_rate: int) -> dict:
     """datasets.map function: decode each clip; a failure leaves an empty array and the reason."""
     decoded, errors = [], []
-    for item in batch["audio"]:
+    # Segments of longer files (manifest start/end): NaN or absent = the whole file.
+    starts = batch.get("segment_start") or [None] * len(batch["audio"])
+    ends = batch.get("segment_end") or [None] * len(batch["audio"])
+    for item, start, end in zip(batch["audio"], starts, ends):
         try:
             # Looked up on the module at call time so tests can count calls.
-            array = audio_io.decode_audio(item["path"], sampling_rate)
+            array = audio_io.decode_audio(item["path"], sampling_rate, start=start, end=end)
             errors.append("")
         except audio_io.AudioDecodeError as err:
             array = np.zeros(0, dtype=np.float32)
@@ -145,16 +150,25 @@ def load_corpus(
     ``label_source="voice"``). Clips that cannot be decoded are skipped and listed in ``info.skipped``.
     """
     check_corpus(name)
-    label_names = labels_of(name, label_set)
+    if label_set not in ("corpus", "common"):
+        raise ValueError(f"unknown label_set {label_set!r}; expected 'corpus' or 'common'")
     if split not in splits_mod.SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(splits_mod.SPLITS)}")
     if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, (int, np.integer)) or sampling_rate <= 0:
         raise ValueError(f"sampling_rate must be a positive integer (Hz), got {sampling_rate!r}")
     sampling_rate = int(sampling_rate)
+    if split == "manifest" and name != "manifest":
+        raise ValueError(f"split 'manifest' reads the split column of a manifest (corpus 'manifest'), not {name}")
+    if name == "manifest" and data_dir and Path(data_dir).expanduser().is_file() and not builder_kwargs.get("manifest"):
+        builder_kwargs["manifest"], data_dir = str(data_dir), None  # data_dir=clips.csv names the manifest itself
+    if (data_dir is None or str(data_dir).strip() == "") and BUILDERS[name].default_data_dir(builder_kwargs):
+        data_dir = BUILDERS[name].default_data_dir(builder_kwargs)
     root = resolve_data_dir(name, data_dir)
 
     builder = BUILDERS[name](data_dir=root, cache_dir=_cache_root(cache_dir), **builder_kwargs)
     builder.download_and_prepare()
+    # The builder's own label order: fixed for published corpora, from the data for manifest/folder.
+    label_names = list(COMMON_LABELS) if label_set == "common" else builder.info.features["label"].names
     raw = builder.as_dataset(split=datasets.Split.TRAIN)
     skipped = [dict(item) for item in builder.skipped]
     if skipped:
@@ -197,12 +211,56 @@ def load_corpus(
             logger.info("%s: label_set='common' drops %d clips whose label has no common counterpart", name, dropped)
         keep &= common >= 0
 
+    leaky_reason = ""
+    if split == "manifest":
+        if "partition" not in decoded.column_names or "split" not in getattr(builder, "_columns", ()):
+            raise ValueError(f"{name}: data.split=manifest needs a 'split' column (train/validation/test) in the "
+                             "manifest, and it has none; use data.split=speaker (k-fold fold 1) or add the column")
+        partition = np.asarray(_column(decoded, "partition"), dtype=object)
+        for file, part, ok in zip(files, partition, keep):
+            if ok and not part:
+                reason = "empty split cell (data.split=manifest needs train, validation or test)"
+                logger.warning("%s: skipping %s: %s", name, file, reason)
+                skipped.append({"file": file, "reason": reason})
+        keep &= partition != ""
+
     rows = np.flatnonzero(keep)
     if len(rows) == 0:
         raise ValueError(f"{name}: no usable clips in {root} ({len(skipped)} skipped, label_set={label_set!r})")
     speaker_of = np.asarray(_column(decoded, "speaker_id"), dtype=object)[rows]
+    no_speakers = not builder.has_speakers or not any(speaker_of)
 
-    if split == "random":
+    if split == "manifest" or (split == "speaker" and name in splits_mod.PARTITION_CORPORA):
+        # Published (MSP-Podcast) or user-given (manifest) partition of the rows.
+        part_of = np.asarray(_column(decoded, "partition"), dtype=object)[rows]
+        indices = {k: rows[part_of == k] for k in SPLIT_NAMES}
+        speakers = {k: sorted({s for s in speaker_of[part_of == k] if s}) for k in SPLIT_NAMES}
+        overlap = sorted({s for a in SPLIT_NAMES for b in SPLIT_NAMES if a < b for s in set(speakers[a]) & set(speakers[b])})
+        if no_speakers:
+            leaky_reason = "no speaker information: the split cannot be checked for speaker independence"
+        elif overlap:
+            leaky_reason = (f"speakers {', '.join(overlap[:10])}{' ...' if len(overlap) > 10 else ''} are in more "
+                            "than one of train / validation / test")
+        elif name in splits_mod.PARTITION_CORPORA and not all(speaker_of):
+            logger.info("%s: %d clips have no speaker id; the official partitions are used as published",
+                        name, int(np.sum(speaker_of == "")))
+    elif no_speakers:
+        if split != "speaker" and split != "random":
+            raise ValueError(f"{name}: split {split!r} needs speaker ids and this corpus has none "
+                             f"({'no speaker column in the manifest' if name == 'manifest' else 'no speaker_regex'}); "
+                             "add them, or use split=speaker (an utterance-level split marked not speaker-independent)")
+        if split == "speaker":
+            leaky_reason = ("no speaker information: utterance-level random split, the same speakers may be in "
+                            "train and test")
+            logger.warning("!" * 80)
+            logger.warning("%s has NO SPEAKER INFORMATION: split=speaker falls back to an utterance-level random "
+                           "split; results are NOT speaker-independent (add a speaker column / speaker_regex)", name)
+            logger.warning("!" * 80)
+        labels = np.asarray(_column(decoded, "label"))[rows]
+        parts = splits_mod.random_split(labels.tolist(), seed)
+        indices = {k: rows[np.asarray(parts[k], dtype=int)] for k in SPLIT_NAMES}
+        speakers = {k: [] for k in SPLIT_NAMES}
+    elif split == "random":
         labels = np.asarray(_column(decoded, "label"))[rows]
         parts = splits_mod.random_split(labels.tolist(), seed)
         indices = {k: rows[np.asarray(parts[k], dtype=int)] for k in SPLIT_NAMES}
@@ -222,8 +280,9 @@ def load_corpus(
         label_set=label_set,
         label_names=label_names,
         speakers={k: list(speakers[k]) for k in SPLIT_NAMES},
-        leaky=splits_mod.is_leaky(split),
+        leaky=splits_mod.is_leaky(split) or bool(leaky_reason),
         skipped=skipped,
+        leaky_reason=leaky_reason,
     )
     out = CorpusDict({k: decoded.select(indices[k]) for k in SPLIT_NAMES}, info)
     logger.info(

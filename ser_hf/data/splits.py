@@ -13,6 +13,9 @@ Split types (``SPLITS``; folds are 1-based):
     * RAVDESS: EmoBox fold 1 (test actors 01, 11, 20, 21).
     * CREMA-D: audb ``crema-d`` 1.1.0 -- train/dev/test lists in ``CREMA_D_AUDB``; its dev list *is* the
       validation set.
+    * IEMOCAP: Session 5 (Ses05F, Ses05M) is the test side (the usual speaker-independent protocol).
+    * MSP-Podcast: its official ``Split_Set`` partitions, row by row (``corpus.load_corpus``); not here.
+    * Corpora without a published split (TESS, SAVEE, EMOVO, manifest, folder): ``"kfold"`` fold 1.
 ``"loso"`` -- leave one speaker out: fold k tests the k-th speaker of the sorted speaker ids, so there are as
     many folds as speakers (EmoDB: 10) and every speaker is tested exactly once.
 ``"kfold"`` -- speaker-grouped folds:
@@ -20,6 +23,11 @@ Split types (``SPLITS``; folds are 1-based):
     * EmoDB, CREMA-D: 5 folds dealt round-robin: speakers sorted by (gender: female, male, unknown; then id),
       the i-th (0-based) goes to fold ``i % 5 + 1``. Dealing by gender first keeps both genders in every
       fold. With fewer than 5 speakers there is one fold per speaker.
+    * IEMOCAP: 5 folds = its 5 sessions (as ``"session"``).
+    * Every other corpus: dealt the same way over its speakers.
+``"session"`` -- IEMOCAP leave-one-session-out: fold k (1..5) tests both speakers of Session k.
+``"manifest"`` -- the ``split`` column of a manifest (train / validation / test per row), checked for
+    speaker overlap when a speaker column exists (``corpus.load_corpus`` applies it, row by row).
 ``"random"`` -- utterance-level stratified split (``random_split``). Leaky: one speaker's clips land in train
     and test, so scores are optimistic. It exists only to reproduce published numbers that used it;
     ``is_leaky`` flags it and it is never the default.
@@ -54,8 +62,19 @@ from ser_hf.data.labels import check_corpus
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("speaker", "loso", "kfold", "random")
+SPLITS = ("speaker", "loso", "kfold", "session", "manifest", "random")
 LEAKY_SPLITS = frozenset({"random"})
+# Corpora whose "speaker" split is a published partition of the rows, not a speaker list.
+PARTITION_CORPORA = ("msp_podcast",)
+# Corpora without a published split: "speaker" is "kfold" fold 1.
+KFOLD_DEFAULT_CORPORA = ("tess", "savee", "emovo", "manifest", "folder")
+SESSION_CORPORA = ("iemocap",)
+IEMOCAP_SESSIONS = 5
+IEMOCAP_SPEAKERS = tuple(f"Ses0{k}{g}" for k in range(1, IEMOCAP_SESSIONS + 1) for g in "FM")
+IEMOCAP_TEST = ("Ses05F", "Ses05M")
+TESS_SPEAKERS = ("OAF", "YAF")
+SAVEE_SPEAKERS = ("DC", "JE", "JK", "KL")
+EMOVO_SPEAKERS = ("f1", "f2", "f3", "m1", "m2", "m3")
 
 EMODB_GENDERS = {
     "03": "male",
@@ -115,28 +134,53 @@ def is_leaky(split: str) -> bool:
 
 
 def builtin_genders(corpus: str, speakers: Iterable[str] = ()) -> dict[str, str]:
-    """Genders known from the corpus documentation (EmoDB table, RAVDESS odd = male); CREMA-D: none."""
+    """Genders known from the corpus documentation (EmoDB table, RAVDESS odd = male, IEMOCAP/EMOVO from the
+    id, TESS all female, SAVEE all male); CREMA-D, MSP-Podcast, manifest, folder: none (passed by the caller)."""
     check_corpus(corpus)
     if corpus == "emodb":
         return dict(EMODB_GENDERS)
     if corpus == "ravdess":
         return {a: ("male" if int(a) % 2 else "female") for a in RAVDESS_ACTORS}
+    if corpus == "iemocap":
+        return {s: ("female" if s.endswith("F") else "male") for s in IEMOCAP_SPEAKERS}
+    if corpus == "emovo":
+        return {s: ("female" if s[0] == "f" else "male") for s in EMOVO_SPEAKERS}
+    if corpus == "tess":
+        return {s: "female" for s in TESS_SPEAKERS}
+    if corpus == "savee":
+        return {s: "male" for s in SAVEE_SPEAKERS}
     return {}
 
 
 def num_folds(corpus: str, split: str, speakers: Iterable[str]) -> int:
-    """How many folds ``split`` has for these speakers: 1 for "speaker"/"random", one per speaker for
-    "loso", 6 (EmoBox) for RAVDESS "kfold", else min(5, number of speakers)."""
+    """How many folds ``split`` has for these speakers: 1 for "speaker"/"manifest"/"random", one per speaker
+    for "loso", 6 (EmoBox) for RAVDESS "kfold", 5 for IEMOCAP "kfold"/"session", else min(5, speakers)."""
     check_corpus(corpus)
     _check_split(split)
     n = len(_unique_speakers(speakers, allow_empty=True))
-    if split in ("speaker", "random"):
+    if split in ("speaker", "manifest", "random"):
         return 1
+    _check_split_for_corpus(corpus, split)
     if split == "loso":
         return n
     if corpus == "ravdess":
         return len(EMOBOX_RAVDESS_FOLDS)
+    if corpus == "iemocap":
+        return IEMOCAP_SESSIONS
     return min(KFOLD_FOLDS, n)
+
+
+def _check_split_for_corpus(corpus: str, split: str) -> None:
+    """Splits that only some corpora have: a clear error naming what the corpus offers."""
+    if split == "session" and corpus not in SESSION_CORPORA:
+        raise ValueError(f"split 'session' (leave-one-session-out) exists for {', '.join(SESSION_CORPORA)} only, "
+                         f"not {corpus}; use loso or kfold")
+    if split == "manifest" and corpus != "manifest":
+        raise ValueError(f"split 'manifest' reads the split column of a manifest (data.corpus=manifest), "
+                         f"not {corpus}")
+    if corpus in PARTITION_CORPORA and split in ("loso", "kfold"):
+        raise ValueError(f"{corpus} is evaluated on its official Split_Set partitions (split 'speaker'); "
+                         f"{split!r} folds are not defined for it")
 
 
 def speaker_split(
@@ -158,6 +202,10 @@ def speaker_split(
             "split='random' is utterance-level, not a speaker split: use random_split(labels, seed) "
             f"(speaker splits are {', '.join(s for s in SPLITS if s != 'random')})"
         )
+    if split == "manifest" or (split == "speaker" and corpus in PARTITION_CORPORA):
+        raise ValueError(f"{corpus} split={split!r} assigns rows, not speakers: load_corpus applies it from the "
+                         "rows' partition column")
+    _check_split_for_corpus(corpus, split)
     present = _unique_speakers(speakers)
     fold = _check_fold(corpus, split, fold, present)
     gender_of = builtin_genders(corpus)
@@ -251,7 +299,7 @@ def _unique_speakers(speakers: Iterable[str], allow_empty: bool = False) -> list
 
 
 def _check_fold(corpus: str, split: str, fold: int | None, present: list[str]) -> int | None:
-    if split == "speaker":
+    if split in ("speaker", "manifest"):
         if fold not in (None, 1):
             raise ValueError(f"fold {fold!r} out of range: {corpus} split 'speaker' has one fold "
                              "(fold must be None or 1)")
@@ -287,9 +335,10 @@ def _present(ids: Iterable[str], present: list[str]) -> list[str]:
 
 def _known_speakers(corpus: str, split: str, present: list[str]) -> set[str]:
     """Speakers the split's rules place; others go to train (with a warning)."""
-    if split == "loso" or (split == "kfold" and corpus != "ravdess"):
+    listed = {"emodb": EMODB_SPEAKERS, "ravdess": RAVDESS_ACTORS, "crema_d": CREMA_D_SPEAKERS,
+              "iemocap": IEMOCAP_SPEAKERS}.get(corpus)
+    if listed is None or split == "loso" or (split == "kfold" and corpus not in ("ravdess", "iemocap")):
         return set(present)  # rotations over whoever is present, no published list
-    listed = {"emodb": EMODB_SPEAKERS, "ravdess": RAVDESS_ACTORS, "crema_d": CREMA_D_SPEAKERS}[corpus]
     return set(present) & set(listed)
 
 
@@ -310,10 +359,13 @@ def _test_speakers(corpus: str, split: str, fold: int | None, present: list[str]
         return [present[fold - 1]]
     if corpus == "ravdess":
         return _present(EMOBOX_RAVDESS_FOLDS[1 if split == "speaker" else fold], present)
-    if split == "speaker":  # emodb (crema_d speaker split is handled by the caller)
+    if corpus == "iemocap":  # speaker: Session 5; session / kfold: Session k
+        session = IEMOCAP_SESSIONS if split == "speaker" else fold
+        return sorted(s for s in present if s.startswith(f"Ses0{session}"))
+    if split == "speaker" and corpus == "emodb":  # (crema_d speaker split is handled by the caller)
         return _present(EMODB_TEST, present)
     folds = kfold_assignment(present, gender_of)
-    return sorted(s for s, f in folds.items() if f == fold)
+    return sorted(s for s, f in folds.items() if f == (1 if split == "speaker" else fold))
 
 
 def _pick_validation(present: list[str], test: list[str], known: set[str], gender_of: dict[str, str],

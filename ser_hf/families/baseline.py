@@ -12,11 +12,11 @@ from ..augment import spec_augment
 from ..collate import pad_features
 from ..features import make_windows
 from ..losses import balanced_class_weights
-from ..metrics import softmax
+from ..clips import softmax
 from ..models import build_baseline, count_parameters
 from ..spec import SpecAugmentConfig
 from ..training import Trainer, TrainerConfig, make_dataloader
-from .acoustic import feature_sets
+from .acoustic import check_features, feature_sets
 from .base import ExperimentData, Family, Fitted, Predictions
 
 __all__ = ["BaselineFamily", "window_loader"]
@@ -54,6 +54,7 @@ class BaselineFamily(Family):
 
     def __init__(self, spec):
         super().__init__(spec)
+        check_features(spec)
         self.trainer: Trainer | None = None
         self._windows: dict = {}
 

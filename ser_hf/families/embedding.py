@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..embeddings import extract_embeddings, save_embedding_config
+from ..embeddings import embed_splits, save_embedding_config
 from ..models.ct2_whisper import source_hub_id
 from ..spec import SpecError
 from .acoustic import augmented_train
@@ -28,16 +28,13 @@ class EmbeddingFamily(VectorClassifier):
             raise SpecError("the embedding family needs embeddings.name_or_path (a Hub id or a local model folder)")
 
     def vectors(self, data: ExperimentData) -> dict[str, Any]:
-        emb = self.spec.embeddings
         sets = {"train": augmented_train(self.spec, data.train), **eval_sets(data)}
-        return {k: extract_embeddings(ds, self.encoder, layers=emb.layers, pooling=emb.pooling,
-                                      batch_size=emb.batch_size, cache=emb.cache, max_duration_s=emb.max_duration_s)
-                for k, ds in sets.items()}
+        return embed_splits(sets, self.encoder, self.spec.embeddings)  # speaker_norm per split when asked
 
     def save(self, model_dir: Path) -> None:
         self.clf.save_pretrained(model_dir)
         emb = self.spec.embeddings
-        save_embedding_config(model_dir, self.encoder, emb.layers, emb.pooling, emb.max_duration_s)
+        save_embedding_config(model_dir, self.encoder, emb.layers, emb.pooling, emb.max_duration_s, emb.speaker_norm)
 
     @property
     def base_model(self) -> str:

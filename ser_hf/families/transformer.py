@@ -18,7 +18,7 @@ from transformers import AutoConfig
 
 from ..augment import augment_dataset
 from ..losses import balanced_class_weights
-from ..metrics import softmax
+from ..clips import softmax
 from ..models.batching import make_audio_loader
 from ..models.ct2_whisper import source_hub_id
 from ..models.heads import encoder_prefix, param_groups

@@ -1,4 +1,4 @@
-"""SER models. Importing this package registers the baseline families with ``AutoConfig`` and
+"""SER models. Importing this package registers the baseline families and the probe with ``AutoConfig`` and
 ``AutoModelForAudioClassification`` so saved baselines load through the Auto classes."""
 
 from ser_hf.models.baselines import (
@@ -18,6 +18,7 @@ from ser_hf.models.baselines import (
     count_parameters,
 )
 from ser_hf.models.classic import CLASSIFIERS, ClassicClassifier
+from ser_hf.models.probe import ProbeConfig, ProbeForAudioClassification
 
 __all__ = [
     "CLASSIFIERS",
@@ -33,6 +34,8 @@ __all__ = [
     "ClassicClassifier",
     "LSTMConfig",
     "LSTMForAudioClassification",
+    "ProbeConfig",
+    "ProbeForAudioClassification",
     "architecture_fields",
     "build_baseline",
     "count_parameters",

@@ -20,7 +20,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from ..metrics import softmax
+from ..clips import softmax
 
 __all__ = ["CLASSIFIERS", "ClassicClassifier", "MODEL_FILE", "CONFIG_FILE", "MODEL_TYPE"]
 

@@ -6,10 +6,16 @@
 """
 
 from ser_hf.data.builders._common import CorpusBuilder, SERBuilderConfig, code_hash
+from ser_hf.data.builders.acted import EMOVO, SAVEE, TESS
 from ser_hf.data.builders.crema_d import CremaD, CremaDConfig
 from ser_hf.data.builders.emodb import EmoDB
+from ser_hf.data.builders.iemocap import IEMOCAP
+from ser_hf.data.builders.msp_podcast import MSPPodcast
 from ser_hf.data.builders.ravdess import RAVDESS
+from ser_hf.data.builders.user import Folder, Manifest
 
-BUILDERS = {"emodb": EmoDB, "ravdess": RAVDESS, "crema_d": CremaD}
+BUILDERS = {"emodb": EmoDB, "ravdess": RAVDESS, "crema_d": CremaD, "iemocap": IEMOCAP, "msp_podcast": MSPPodcast,
+            "tess": TESS, "savee": SAVEE, "emovo": EMOVO, "manifest": Manifest, "folder": Folder}
 
-__all__ = ["BUILDERS", "CorpusBuilder", "CremaD", "CremaDConfig", "EmoDB", "RAVDESS", "SERBuilderConfig", "code_hash"]
+__all__ = ["BUILDERS", "EMOVO", "IEMOCAP", "SAVEE", "TESS", "CorpusBuilder", "CremaD", "CremaDConfig", "EmoDB",
+           "Folder", "MSPPodcast", "Manifest", "RAVDESS", "SERBuilderConfig", "code_hash"]

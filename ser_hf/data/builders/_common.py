@@ -113,7 +113,8 @@ def files_fingerprint(root: Path, files: list[Path]) -> str:
     digest = hashlib.sha256()
     for path in sorted(set(files)):
         stat = path.stat()
-        digest.update(f"{path.relative_to(root).as_posix()}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        name = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)  # manifest: anywhere
+        digest.update(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16]
 
 
@@ -180,6 +181,17 @@ class CorpusBuilder(datasets.GeneratorBasedBuilder):
         super().__init__(data_dir=str(root), **kwargs)
 
     # ---- what each corpus defines -------------------------------------------------------
+    @classmethod
+    def default_data_dir(cls, options: dict) -> Path | None:
+        """The data_dir to use when none is given (the manifest builder: the manifest's folder); else None."""
+        return None
+
+    @property
+    def has_speakers(self) -> bool:
+        """False when the rows carry no speaker information (a folder corpus without speaker_regex, a manifest
+        without a speaker column): splits are then utterance-level and marked as not speaker-independent."""
+        return True
+
     def find_audio(self, root: Path) -> list[Path]:
         """Every audio file where the corpus layout puts them (including ones that will be skipped)."""
         raise NotImplementedError
@@ -198,6 +210,15 @@ class CorpusBuilder(datasets.GeneratorBasedBuilder):
 
     def extra_features(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    def clip_key(self, path: Path, rel: str) -> str:
+        """What makes two files the same clip (the second is skipped as a duplicate): the name without extension."""
+        return path.stem
+
+    @property
+    def label_names(self) -> list[str]:
+        """The ClassLabel names of this build (LABELS; builders whose label set depends on options override it)."""
+        return list(self.LABELS)
 
     # ---- shared --------------------------------------------------------------------------
     @classmethod
@@ -233,7 +254,7 @@ class CorpusBuilder(datasets.GeneratorBasedBuilder):
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
             description=f"{self.CORPUS} read from a local copy laid out as {self.LAYOUT}",
-            features=corpus_features(self.LABELS, self.extra_features()),
+            features=corpus_features(self.label_names, self.extra_features()),
             homepage=self.HOMEPAGE,
             citation=self.CITATION,
             license=self.LICENSE,
@@ -253,23 +274,18 @@ class CorpusBuilder(datasets.GeneratorBasedBuilder):
             skipped.append({"file": rel, "reason": reason})
 
         order = {ext: i for i, ext in enumerate(CORPUS_AUDIO_EXTENSIONS)}
-        files = sorted(self.find_audio(root), key=lambda p: (p.stem, order[p.suffix.lower()], str(p)))
+        files = sorted(self.find_audio(root),
+                       key=lambda p: (self.clip_key(p, p.relative_to(root).as_posix()), order[p.suffix.lower()], str(p)))
         for path in files:
             rel = path.relative_to(root).as_posix()
-            if path.stem in seen:
-                skip(rel, f"duplicate of {seen[path.stem]} (same clip name)")
+            key = self.clip_key(path, rel)
+            if key in seen:
+                skip(rel, f"duplicate of {seen[key]} (same clip name)")
                 continue
-            seen[path.stem] = rel
+            seen[key] = rel
             try:
                 row = self.parse(path, rel, meta)
-                if path.stat().st_size == 0:
-                    raise SkipFile("empty file (0 bytes)")
-                try:
-                    header = sf.info(str(path))
-                except (sf.LibsndfileError, RuntimeError, OSError) as err:
-                    raise SkipFile(f"unreadable audio header ({err})") from err
-                if header.frames == 0:
-                    raise SkipFile("no audio samples (zero-length)")
+                header = probe_audio(path)
             except SkipFile as err:
                 skip(rel, str(err))
                 continue
@@ -277,13 +293,14 @@ class CorpusBuilder(datasets.GeneratorBasedBuilder):
                 excluded[str(err)] += 1
                 continue
             label = row.pop("label")
+            label_names = self.label_names
             rows.append(
                 {
                     "audio": {"path": str(path), "bytes": None},
                     "file": rel,
                     "file_frames": int(header.frames),
                     "file_sampling_rate": int(header.samplerate),
-                    "label": self.LABELS.index(label),
+                    "label": label_names.index(label),
                     "common_label": common_label_index(self.CORPUS, label),
                     **row,
                 }
@@ -344,6 +361,24 @@ class CorpusBuilder(datasets.GeneratorBasedBuilder):
             self.info.features = plain
         # self._output_dir is the temporary folder datasets renames into place when done.
         (Path(self._output_dir) / REPORT_FILENAME).write_text(json.dumps(self.report, indent=1))
+
+
+def probe_audio(path: Path):
+    """soundfile's header of ``path`` (frames, samplerate); SkipFile naming the problem when unusable."""
+    try:
+        if path.stat().st_size == 0:
+            raise SkipFile("empty file (0 bytes)")
+        header = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError) as err:
+        raise SkipFile(f"unreadable audio header ({err})") from err
+    if header.frames == 0:
+        raise SkipFile("no audio samples (zero-length)")
+    return header
+
+
+def dimension_features() -> dict[str, Any]:
+    """arousal / valence / dominance columns (float32, NaN where a row has no rating)."""
+    return {name: datasets.Value("float32") for name in labels.DIMENSIONS}
 
 
 def nan_if_missing(value: float | None) -> float:
