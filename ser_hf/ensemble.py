@@ -241,7 +241,7 @@ def ensemble(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike | No
 
 def ensemble_from_args(args: Sequence[str]) -> Path:
     """``runs=[dir,...] [weights=equal|validation] [output_dir=OUT] [name=NAME]``."""
-    from ser_hf.compare import _list_arg
+    from ser_hf.config import list_arg as _list_arg
     from ser_hf.config import parse_key_values
 
     opts = parse_key_values(list(args), required=("runs",), optional={"weights": str, "output_dir": str, "name": str})

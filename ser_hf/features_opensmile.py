@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from ser_hf.spec import OPENSMILE_DELTA_SETS, opensmile_problems
+
 __all__ = ["FEATURE_SETS", "LEVELS", "check_config", "clear_memo", "extract_batch", "feature_names", "feature_shape",
            "is_vector"]
 
@@ -40,24 +42,12 @@ def _feature_sets() -> tuple[str, ...]:
 
 
 FEATURE_SETS = ("eGeMAPSv02", "ComParE_2016")  # the documented ones; any opensmile.FeatureSet name works
-# Sets that define LLD deltas (opensmile 2.6: asking the (e)GeMAPS sets for them crashes the process with a
-# segmentation fault inside SMILExtract, so the config refuses them up front).
-DELTA_SETS = ("ComParE_2016", "emobase", "IS09", "IS10", "IS13")
+DELTA_SETS = OPENSMILE_DELTA_SETS  # sets that define LLD deltas (ser_hf.spec)
 
 
 def check_config(cfg: Any) -> list[str]:
-    """Problems of an ``opensmile`` feature config (empty when fine), for ``FeatureConfig``'s one error."""
-    problems = []
-    valid = _feature_sets()
-    if cfg.feature_set not in valid:
-        problems.append(f"feature_set={cfg.feature_set!r} is not an openSMILE feature set; valid: {list(valid)}")
-    if cfg.level not in LEVELS:
-        problems.append(f"level={cfg.level!r} is not one of {list(LEVELS)}")
-    if not problems and cfg.level == "lld_deltas" and cfg.feature_set not in DELTA_SETS:
-        problems.append(f"feature_set={cfg.feature_set!r} has no level=lld_deltas; sets with deltas: {list(DELTA_SETS)}")
-    if cfg.window_frames is not None and cfg.level == "functionals":
-        problems.append("level=functionals gives one vector per clip: set window_frames to null")
-    return problems
+    """Problems of an ``opensmile`` feature config (empty when fine): the run spec's check."""
+    return opensmile_problems(cfg)
 
 
 def is_vector(cfg: Any) -> bool:

@@ -178,8 +178,30 @@ class DataConfig:
 
 FEATURE_CONFIG_NAME = "feature_config.json"
 KINDS = ("mfcc_stack", "logmel", "spectrogram", "frame_stack", "frame_crema", "fft", "stats", "opensmile")
-# opensmile kind: ``level`` values (ser_hf.features_opensmile.LEVELS; the feature set is checked there)
+# opensmile kind: ``level`` values (the keys of ser_hf.features_opensmile.LEVELS), and the feature sets that
+# define LLD deltas (opensmile 2.6: asking the (e)GeMAPS sets for them crashes the process with a
+# segmentation fault inside SMILExtract, so the config refuses them up front).
 OPENSMILE_LEVELS = ("functionals", "lld", "lld_deltas")
+OPENSMILE_DELTA_SETS = ("ComParE_2016", "emobase", "IS09", "IS10", "IS13")
+
+
+def opensmile_problems(cfg) -> list[str]:
+    """Problems of an ``opensmile`` feature config (empty when fine). opensmile is an optional dependency,
+    imported here, lazily, only for this kind (the spec stays free of it otherwise)."""
+    import opensmile
+
+    problems = []
+    valid = tuple(m.name for m in opensmile.FeatureSet)
+    if cfg.feature_set not in valid:
+        problems.append(f"feature_set={cfg.feature_set!r} is not an openSMILE feature set; valid: {list(valid)}")
+    if cfg.level not in OPENSMILE_LEVELS:
+        problems.append(f"level={cfg.level!r} is not one of {list(OPENSMILE_LEVELS)}")
+    if not problems and cfg.level == "lld_deltas" and cfg.feature_set not in OPENSMILE_DELTA_SETS:
+        problems.append(f"feature_set={cfg.feature_set!r} has no level=lld_deltas; sets with deltas: "
+                        f"{list(OPENSMILE_DELTA_SETS)}")
+    if cfg.window_frames is not None and cfg.level == "functionals":
+        problems.append("level=functionals gives one vector per clip: set window_frames to null")
+    return problems
 IMAGE_KINDS = ("mfcc_stack", "logmel", "spectrogram")  # (C, F, T): time is the last axis
 FRAME_KINDS = ("frame_stack", "frame_crema")  # (T, D): time is the first axis
 VECTOR_KINDS = ("fft", "stats")  # (D,): one vector per clip, no windows
@@ -291,11 +313,8 @@ class FeatureConfig:
                 problems.append("window_hop_frames needs window_frames")
             elif not 0 < self.window_hop_frames:
                 problems.append(f"window_hop_frames={self.window_hop_frames} must be > 0")
-        if self.kind == "opensmile":  # the feature set name is checked against opensmile when the family is built
-            if self.level not in OPENSMILE_LEVELS:
-                problems.append(f"level={self.level!r} is not one of {list(OPENSMILE_LEVELS)}")
-            if self.window_frames is not None and self.level == "functionals":
-                problems.append("level=functionals gives one vector per clip: set window_frames to null")
+        if self.kind == "opensmile":
+            problems += opensmile_problems(self)
         if problems:
             raise SpecError("invalid feature config: " + "; ".join(problems))
 

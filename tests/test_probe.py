@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import datasets
@@ -167,7 +166,7 @@ def test_all_layers_are_every_state_pooled(hubert_dir, tmp_path):
     ds = _ds([8000, 12000], ["a", "b"])
     every = emb.embedding_matrix(emb.extract_embeddings(ds, hubert_dir, layers="all", cache_dir=tmp_path))
     assert emb.hidden_state_count(hubert_dir) == 3 and every.shape == (2, 3 * 32)
-    encoder = emb._load_encoder(str(hubert_dir), "last", "cpu", None)
+    encoder = emb.load_encoder(str(hubert_dir), "last", "cpu", None)
     for i in range(3):
         direct = np.stack([encoder([np.asarray(a["array"], np.float32)], 16000, i, "mean")[0] for a in ds["audio"]])
         np.testing.assert_allclose(every[:, 32 * i:32 * (i + 1)], direct, atol=1e-5)
@@ -188,7 +187,7 @@ def test_speaker_norm_zscores_each_speaker(hubert_dir, tmp_path):
         np.testing.assert_allclose(rows.mean(axis=0), 0, atol=1e-4)
         np.testing.assert_allclose(rows.std(axis=0), 1, atol=1e-3)
     with pytest.raises(ValueError, match="speaker_norm"):
-        emb.EmbeddingSettings.from_dict({"speaker_norm": "yes"})
+        emb.EmbeddingSettings.from_dict({"speaker_norm": "maybe"})  # yes/no/true/false... are booleans (issue 12)
 
 
 def test_selections_of_one_corpus_file_share_one_encoder_pass(hubert_dir, tmp_path, monkeypatch):
@@ -196,8 +195,8 @@ def test_selections_of_one_corpus_file_share_one_encoder_pass(hubert_dir, tmp_pa
     _ds([8000, 9000, 10000, 11000], ["a", "a", "b", "b"]).save_to_disk(tmp_path / "ds")
     whole = datasets.load_from_disk(tmp_path / "ds")
     calls = []
-    real = emb._load_encoder
-    monkeypatch.setattr(emb, "_load_encoder", lambda *a: calls.append(a) or real(*a))
+    real = emb.load_encoder
+    monkeypatch.setattr(emb, "load_encoder", lambda *a: calls.append(a) or real(*a))
     fold1 = emb.extract_embeddings(whole.select([0, 1]), hubert_dir, layers="all")
     fold2 = emb.extract_embeddings(whole.select([3, 2]), hubert_dir, layers="all")
     assert len(calls) == 1

@@ -7,18 +7,9 @@ from typing import Any
 
 from ..augment import augment_dataset
 from ..features import compute_features
-from ..features_opensmile import check_config as check_opensmile
-from ..spec import RunSpec, SpecError
+from ..spec import RunSpec
 
-__all__ = ["augmented_train", "check_features", "feature_sets"]
-
-
-def check_features(spec: RunSpec) -> None:
-    """What the spec cannot check without the feature library: an openSMILE feature set's name."""
-    if spec.features is not None and spec.features.kind == "opensmile":
-        problems = check_opensmile(spec.features)
-        if problems:
-            raise SpecError("invalid feature config: " + "; ".join(problems))
+__all__ = ["augmented_train", "feature_sets"]
 
 
 def augmented_train(spec: RunSpec, train):

@@ -16,7 +16,7 @@ from ..clips import softmax
 from ..models import build_baseline, count_parameters
 from ..spec import SpecAugmentConfig
 from ..training import Trainer, TrainerConfig, make_dataloader
-from .acoustic import check_features, feature_sets
+from .acoustic import feature_sets
 from .base import ExperimentData, Family, Fitted, Predictions
 
 __all__ = ["BaselineFamily", "window_loader"]
@@ -54,7 +54,6 @@ class BaselineFamily(Family):
 
     def __init__(self, spec):
         super().__init__(spec)
-        check_features(spec)
         self.trainer: Trainer | None = None
         self._windows: dict = {}
 

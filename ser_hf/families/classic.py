@@ -13,7 +13,7 @@ from datasets import concatenate_datasets
 
 from ..models.classic import ClassicClassifier
 from ..spec import ClassicModelConfig, SpecError
-from .acoustic import check_features, feature_sets
+from .acoustic import feature_sets
 from .base import ExperimentData, Family, Fitted, Predictions, eval_sets
 
 logger = logging.getLogger(__name__)
@@ -89,10 +89,6 @@ class ClassicFamily(VectorClassifier):
 
     name = "classic"
     column = "features"
-
-    def __init__(self, spec):
-        super().__init__(spec)
-        check_features(spec)
 
     def vectors(self, data: ExperimentData) -> dict[str, Any]:
         return feature_sets(self.spec, data.train, eval_sets(data))
