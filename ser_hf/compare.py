@@ -1,5 +1,8 @@
 """Compare recipes evaluated on identical test clips: table, plots and paired significance tests.
 
+(Over 500 lines: the comparison table, its plots and the paired tests read the same aligned clips;
+splitting the tests into their own module is the next step if it grows.)
+
 Reads finished run folders only (metrics.json + predictions.csv). Runs made on different splits are
 refused rather than compared: a difference measured on different test speakers says nothing about
 the models.

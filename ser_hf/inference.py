@@ -1,5 +1,8 @@
 """Predict emotions for audio files or arrays with any saved ser_hf model.
 
+(Over 500 lines: one Predictor class serving every model kind, precision and backend; its function-local
+imports are a known leftover of the issue-15 merge, to be lifted to the module top.)
+
 ``load_for_inference(model_dir)`` recognises what a folder holds:
 
 - a transformers audio classifier (``preprocessor_config.json`` beside ``config.json``), e.g. a fine-tuned

@@ -1,5 +1,7 @@
 """What a run folder guarantees: one owner, a fingerprint, atomic outputs, checksums, nothing unpickled.
 
+(Over 500 lines: every guarantee below shares the folder layout and the atomic-write helpers.)
+
 - **Fingerprint** (``fingerprint.json``): a sha256 of the resolved config, leaving out the keys that do not
   change results (:data:`UNFINGERPRINTED`: where outputs go, resume/overwrite/debug/jobs, the Hub, data
   folders and caches), and of the data (corpus, file-list hash, split plan). A finished run is reused
