@@ -55,7 +55,8 @@ from torch.utils.data import DataLoader, SequentialSampler
 from .losses import build_loss
 from .clips import aggregate_clips
 from .models.batching import seed_worker
-from .runfolder import RunFolderError, load_safetensors, load_state, save_state, verify_checksums, write_checksums
+from .runfolder import (RunFolderError, atomic_write, load_safetensors, load_state, replace_dir, save_state,
+                        verify_checksums, write_checksums)
 from .spec import TrainerConfig
 
 logger = logging.getLogger(__name__)
@@ -118,26 +119,10 @@ def _matches(name: str, prefix: str) -> bool:
     return name == prefix or name.startswith(prefix + ".")
 
 
-def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _swap_dir(tmp: Path, final: Path) -> None:
-    """Put the complete directory ``tmp`` at ``final``. POSIX cannot rename onto a non-empty directory,
-    so the old one is first renamed aside: at every instant either ``final`` or ``.final.old`` (or the
-    complete ``tmp``) holds a whole checkpoint, and resume picks the newest complete one."""
-    old = final.with_name(f".{final.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+def _save_weights(weights: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Weights as safetensors from own CPU copies: safetensors refuses tensors sharing one storage (an
+    nn.LSTM's weights on cuDNN), and Accelerate's save_model would drop them."""
+    save_file({k: v.detach().cpu().clone() for k, v in weights.items()}, str(path), metadata={"format": "pt"})
 
 
 def check_launch(accelerator) -> None:
@@ -439,7 +424,8 @@ class Trainer:
 
     def _write_checkpoint(self, name: str, write, marker: str, content: dict) -> None:
         """Checkpoint ``name`` written atomically: ``write(tmp)`` on every rank into a temporary folder, then
-        the ``marker`` JSON (written last: it marks the folder complete) and a swap (see :func:`_swap_dir`)."""
+        the ``marker`` JSON (written last: it marks the folder complete) and a swap (``runfolder.replace_dir``:
+        at every instant either ``final``, ``.final.old`` or the complete ``tmp`` holds a whole checkpoint)."""
         acc = self.accelerator
         final, tmp = self.checkpoint_dir / name, self.checkpoint_dir / f".{name}.tmp"
         acc.wait_for_everyone()
@@ -450,8 +436,8 @@ class Trainer:
         write(tmp)
         acc.wait_for_everyone()
         if acc.is_main_process:
-            _write_json_atomic(tmp / marker, content)
-            _swap_dir(tmp, final)
+            atomic_write(tmp / marker, json.dumps(content, indent=2))
+            replace_dir(tmp, final)
         acc.wait_for_everyone()
 
     def _save_last(self, state: dict) -> None:
@@ -464,9 +450,7 @@ class Trainer:
         def write(tmp: Path) -> None:
             weights = acc.get_state_dict(self.model)  # unwrapped (and gathered, for sharded models)
             if acc.is_main_process:
-                # Own copies: safetensors refuses tensors sharing one storage (an nn.LSTM's weights on cuDNN).
-                save_file({k: v.detach().cpu().clone() for k, v in weights.items()}, str(tmp / BEST_WEIGHTS),
-                          metadata={"format": "pt"})
+                _save_weights(weights, tmp / BEST_WEIGHTS)
                 save_state(tmp, "optimizer", self.optimizer.state_dict())
                 if self.scheduler is not None:
                     save_state(tmp, "scheduler", self.scheduler.state_dict())
@@ -482,9 +466,7 @@ class Trainer:
         def write(tmp: Path) -> None:
             state = acc.get_state_dict(self.model)  # unwrapped (and gathered, for sharded models)
             if acc.is_main_process:
-                # Own copies: Accelerate's save_model would drop parameters sharing one storage (LSTMs on CUDA).
-                save_file({k: v.detach().cpu().clone() for k, v in state.items()}, str(tmp / BEST_WEIGHTS),
-                          metadata={"format": "pt"})
+                _save_weights(state, tmp / BEST_WEIGHTS)
                 write_checksums(tmp, [BEST_WEIGHTS])
 
         self._write_checkpoint("best", write, BEST_FILE, {"epoch": epoch, "val_macro_f1": metric})

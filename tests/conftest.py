@@ -77,3 +77,15 @@ def hubert_dir(tmp_path_factory):
     from tiny_models import tiny_hubert
 
     return tiny_hubert(tmp_path_factory.mktemp("hubert"), attention_mask=True)
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """Accelerate keeps process-wide singletons; a test using it builds its own Accelerator from scratch."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()

@@ -23,16 +23,7 @@ from ser_hf.training import (Trainer, TrainerConfig, aggregate_clips, epoch_seed
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """Accelerate keeps process-wide singletons; each test builds its own Accelerator from scratch."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # tests/conftest.py
 
 
 def config(**kw) -> TrainerConfig:
@@ -217,7 +208,7 @@ def test_interrupted_checkpoint_write_keeps_previous(tmp_path, monkeypatch):
 
     import ser_hf.training as training
 
-    real_swap, calls = training._swap_dir, []
+    real_swap, calls = training.replace_dir, []
 
     def crash_on_third_last(tmp, final):
         if final.name == "last":
@@ -226,10 +217,10 @@ def test_interrupted_checkpoint_write_keeps_previous(tmp_path, monkeypatch):
                 raise Interrupted("killed while swapping in the epoch-3 checkpoint")
         real_swap(tmp, final)
 
-    monkeypatch.setattr(training, "_swap_dir", crash_on_third_last)
+    monkeypatch.setattr(training, "replace_dir", crash_on_third_last)
     with pytest.raises(Interrupted):
         run(tmp_path, "cut", cfg)
-    monkeypatch.setattr(training, "_swap_dir", real_swap)
+    monkeypatch.setattr(training, "replace_dir", real_swap)
     ckpt = tmp_path / "cut" / "checkpoints"
     assert json.loads((ckpt / "last" / "trainer_state.json").read_text())["epoch"] == 2
 
