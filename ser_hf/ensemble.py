@@ -30,7 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ser_hf.config import list_arg as _list_arg
+from ser_hf.config import parse_key_values
 from ser_hf.crossval import RunResult, discover_runs, load_run, summarize_folds
+from ser_hf.metrics import compute_metrics
 from ser_hf.reporting import (
     PREDICTIONS_FILE,
     read_predictions,
@@ -145,8 +148,6 @@ def _simplex(m: int) -> np.ndarray:
 def validation_weights(probs: Sequence[np.ndarray], refs: np.ndarray, label_names: Sequence[str]) -> np.ndarray:
     """The simplex-grid weights maximising macro-F1 of the weighted mean on these (validation) clips; ties
     go to the weights nearest to equal."""
-    from ser_hf.metrics import compute_metrics
-
     stack = np.stack(probs)  # (M, n, C)
     equal = np.full(len(probs), 1.0 / len(probs))
     best, best_key = equal, None
@@ -169,8 +170,6 @@ def ensemble(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike | No
              name: str | None = None) -> Path:
     """Fuse the members at ``paths`` fold by fold into ``out_dir`` (default ``runs/ensembles/<name>-<weights>``;
     see the module docstring); returns it."""
-    from ser_hf.metrics import compute_metrics
-
     if weights not in WEIGHTS:
         raise ValueError(f"weights={weights!r} is not one of {list(WEIGHTS)}")
     members = [load_member(p) for p in paths]
@@ -241,9 +240,6 @@ def ensemble(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike | No
 
 def ensemble_from_args(args: Sequence[str]) -> Path:
     """``runs=[dir,...] [weights=equal|validation] [output_dir=OUT] [name=NAME]``."""
-    from ser_hf.config import list_arg as _list_arg
-    from ser_hf.config import parse_key_values
-
     opts = parse_key_values(list(args), required=("runs",), optional={"weights": str, "output_dir": str, "name": str})
     runs = _list_arg(opts["runs"])
     weights = opts.get("weights", "equal")

@@ -61,6 +61,9 @@ from threadpoolctl import threadpool_limits
 import soundfile as sf
 
 from ser_hf.data import audio as audio_io
+from ser_hf.features_opensmile import extract_batch as opensmile_extract_batch
+from ser_hf.features_opensmile import feature_names as opensmile_names
+from ser_hf.features_opensmile import feature_shape as opensmile_shape
 from ser_hf.spec import (  # noqa: F401 (re-exported)
                          FEATURE_CONFIG_NAME, FEATURES_ALGORITHM_VERSION, FRAME_KINDS, IMAGE_KINDS, KINDS, STATS,
                          STATS_DESCRIPTORS, VECTOR_KINDS, WINDOW_PADS, FeatureConfig)
@@ -121,8 +124,6 @@ def feature_shape(cfg: FeatureConfig, num_samples: int | None = None, windowed: 
     """
     f_bins = cfg.n_fft // 2 + 1
     if cfg.kind == "opensmile":
-        from ser_hf.features_opensmile import feature_shape as opensmile_shape
-
         return opensmile_shape(cfg, num_samples, windowed)
     if cfg.kind == "fft":
         return (f_bins,)
@@ -150,8 +151,6 @@ def feature_shape(cfg: FeatureConfig, num_samples: int | None = None, windowed: 
 def feature_names(cfg: FeatureConfig) -> list[str]:
     """Names along the feature axis D of frame and vector kinds (e.g. for classic-model reports)."""
     if cfg.kind == "opensmile":
-        from ser_hf.features_opensmile import feature_names as opensmile_names
-
         return opensmile_names(cfg)
     mfcc = [f"mfcc{i}" for i in range(cfg.n_mfcc)]
     if cfg.kind == "frame_stack":
@@ -352,9 +351,7 @@ class _Spectra:
 def _extract_batch(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     """Features of a (B, n) batch of preprocessed equal-length clips -> (B, *feature_shape)."""
     if cfg.kind == "opensmile":
-        from ser_hf.features_opensmile import extract_batch
-
-        return extract_batch(y, cfg)
+        return opensmile_extract_batch(y, cfg)
     sp = _Spectra(y, cfg)
     kind, width = cfg.kind, cfg.delta_width
     if kind == "mfcc_stack":

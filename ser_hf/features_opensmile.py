@@ -19,9 +19,11 @@ named. Hand-written code is limited to shape bookkeeping; the features themselve
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import warnings
 from functools import cache, lru_cache
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -36,7 +38,7 @@ LEVELS = {"functionals": "Functionals", "lld": "LowLevelDescriptors", "lld_delta
 
 
 def _feature_sets() -> tuple[str, ...]:
-    import opensmile
+    import opensmile  # lazy, here and in _smile: only features.kind=opensmile needs it (~0.15 s of imports)
 
     return tuple(m.name for m in opensmile.FeatureSet)
 
@@ -81,8 +83,6 @@ def feature_names(cfg: Any) -> list[str]:
 def _frames(feature_set: str, level: str, sampling_rate: int, num_samples: int) -> int:
     """Frames openSMILE gives for a clip of ``num_samples`` (a function of the length only: measured on
     silence of that length rather than re-deriving each set's frame sizes)."""
-    from types import SimpleNamespace
-
     cfg = SimpleNamespace(feature_set=feature_set, level=level, sampling_rate=sampling_rate)
     return int(_process(np.zeros(num_samples, np.float32), cfg).shape[0])
 
@@ -114,8 +114,6 @@ _memo_lock = threading.Lock()
 
 
 def _memo_key(clip: np.ndarray, cfg: Any) -> bytes:
-    import hashlib
-
     h = hashlib.blake2b(np.ascontiguousarray(clip, dtype=np.float32).tobytes(), digest_size=20)
     h.update(f"{cfg.feature_set}|{cfg.level}|{cfg.sampling_rate}".encode())
     return h.digest()

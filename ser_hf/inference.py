@@ -1,7 +1,6 @@
 """Predict emotions for audio files or arrays with any saved ser_hf model.
 
-(Over 500 lines: one Predictor class serving every model kind, precision and backend; its function-local
-imports are a known leftover of the issue-15 merge, to be lifted to the module top.)
+(Over 500 lines: one Predictor class serving every model kind, precision and backend.)
 
 ``load_for_inference(model_dir)`` recognises what a folder holds:
 
@@ -32,18 +31,31 @@ loop (see benchmarks/results/inference.md).
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.ao.quantization import quantize_dynamic
+from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
+import ser_hf.models  # noqa: F401  registers the baseline and probe configs/models with the Auto classes
 from ser_hf.clips import NO_SPEECH, clip_probabilities, is_silent, log_probabilities
+from ser_hf.data.audio import AudioDecodeError, decode_audio, resample
+from ser_hf.embeddings import load_encoder
+from ser_hf.features import FeatureConfig, extract, window_array
+from ser_hf.models.classic import ClassicClassifier
+from ser_hf.models.transformer import (chunk_clip, featurize, is_waveform_extractor, length_sorted_batches,
+                                       load_adapter, load_feature_extractor, uses_attention_mask)
 from ser_hf.models.whisper_crop import fixed_input_chunk_s
+from ser_hf.onnx_backend import is_onnx_export, load_onnx_parts
+from ser_hf.runfolder import verify_checksums
 
 logger = logging.getLogger(__name__)
 
@@ -95,15 +107,11 @@ class Predictor:
 
     @property
     def uses_attention_mask(self) -> bool:
-        from ser_hf.models.transformer import uses_attention_mask
-
         return self.feature_extractor is not None and uses_attention_mask(self.feature_extractor)
 
     @torch.inference_mode()
     def _transformer_scores(self, arrays: list[np.ndarray], batch_size: int, chunk_s: float | None,
                             overlap_s: float, allow_padding: bool | None) -> list[np.ndarray]:
-        from ser_hf.models.transformer import is_waveform_extractor, chunk_clip, featurize, length_sorted_batches
-
         chunk_s = fixed_input_chunk_s(self.feature_extractor, chunk_s)  # cropped Whisper: chunks it can see whole
         chunks, owner = [], []
         for i, a in enumerate(arrays):
@@ -120,8 +128,6 @@ class Predictor:
         return list(clip_probabilities(owner, logits)[1])
 
     def features(self, array: np.ndarray) -> np.ndarray:
-        from ser_hf.features import extract
-
         x = extract(array, self.sampling_rate, self.feature_config)
         if getattr(self.feature_config, "speaker_norm", False):
             # Training normalised with each speaker's statistics over many clips; a lone file has only its
@@ -140,8 +146,6 @@ class Predictor:
         """The chunks a baseline/classic model scores a clip as: ``chunk_s`` windows overlapping by
         ``overlap_s``; a model trained on a fixed ``duration_s`` gets chunks of that length (a longer chunk
         would be cropped to its start). No ``chunk_s``: the clip whole (as before)."""
-        from ser_hf.models.transformer import chunk_clip
-
         chunk_s, overlap_s = self.chunking(chunk_s, overlap_s)
         if not chunk_s or len(array) <= chunk_s * self.sampling_rate:
             return [array]
@@ -160,8 +164,6 @@ class Predictor:
     @torch.inference_mode()
     def _baseline_scores(self, arrays: list[np.ndarray], batch_size: int, chunk_s: float | None = None,
                          overlap_s: float = 0.0) -> list[np.ndarray]:
-        from ser_hf.features import window_array
-
         owner: list[int] = []
         logits: list[np.ndarray] = []
         pending: dict[tuple, list[tuple[int, np.ndarray]]] = {}  # windows of one shape, batched
@@ -264,9 +266,6 @@ class Predictor:
         return list(np.exp(z) / np.exp(z).sum(axis=1, keepdims=True))
 
     def _embed(self, arrays: list[np.ndarray], batch_size: int) -> np.ndarray:
-        from ser_hf.embeddings import load_encoder
-        from ser_hf.models.transformer import length_sorted_batches, uses_attention_mask
-
         cfg = self.embedding_config
         if self._encoder is None:
             self._encoder = load_encoder(cfg["name_or_path"], cfg["layers"], str(self.device), None,
@@ -303,8 +302,6 @@ class Predictor:
                        batch_size: int = 8, chunk_s: float | None = DEFAULT_CHUNK_S,
                        overlap_s: float = DEFAULT_OVERLAP_S, allow_padding: bool | None = None) -> list[dict]:
         """Records for mono arrays at ``sampling_rate`` (resampled to the model's rate when different)."""
-        from ser_hf.data.audio import resample
-
         names = list(names) if names is not None else [f"<array {i}>" for i in range(len(arrays))]
         if len(names) != len(arrays):
             raise ValueError(f"{len(names)} names for {len(arrays)} arrays")
@@ -324,8 +321,6 @@ class Predictor:
         Files are processed ``block_files`` at a time (bounded memory), length-sorted and batched inside
         a block. An undecodable file yields an ``error`` record and is skipped.
         """
-        from ser_hf.data.audio import AudioDecodeError, decode_audio
-
         paths = [os.fspath(p) for p in paths]
         records: list[dict | None] = [None] * len(paths)
         for start in range(0, len(paths), block_files):
@@ -373,10 +368,6 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     """Dynamic int8 quantisation of the Linear layers (weights int8, activations quantised on the fly),
     for CPU inference. Uses ``torch.ao.quantization.quantize_dynamic``, deprecated by torch in favour of
     torchao but still shipped; see benchmarks/results/inference.md for its speed and agreement."""
-    import warnings
-
-    from torch.ao.quantization import quantize_dynamic
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
@@ -401,8 +392,6 @@ def load_for_inference(model_dir: str | os.PathLike, *, device: str | None = Non
     # --- ONNX backend hook (issue 15): export folders run with onnxruntime, see ser_hf/onnx_backend.py
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r}: use one of {BACKENDS}")
-    from ser_hf.onnx_backend import is_onnx_export, load_onnx_parts
-
     if backend == "onnx" or (backend == "auto" and is_onnx_export(model_dir)):
         if device not in (None, "cpu"):
             raise ValueError(f"backend=onnx runs on the CPU; device={device!r} is not supported")
@@ -419,8 +408,6 @@ def load_for_inference(model_dir: str | os.PathLike, *, device: str | None = Non
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: use one of {PRECISIONS}")
     if Path(model_dir).is_dir():  # sha256 of the weights as saved (ser_hf.runfolder): damage is named, not loaded
-        from ser_hf.runfolder import verify_checksums
-
         verify_checksums(model_dir)
     predictor = load_torch_predictor(model_dir, device=device, local_files_only=local_files_only)
     if precision == "auto":
@@ -485,8 +472,6 @@ def load_torch_predictor(model_dir: str | os.PathLike, *, device: str | None = N
     found = sorted(p.name for p in model_dir.iterdir())
 
     if (model_dir / "adapter_config.json").is_file():
-        from ser_hf.models.transformer import load_adapter
-
         model, fe = load_adapter(model_dir, local_files_only=local_files_only)
         model = model.merge_and_unload()  # plain weights: no LoRA branch to run per forward
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -501,8 +486,6 @@ def load_torch_predictor(model_dir: str | os.PathLike, *, device: str | None = N
     model_type = str(config.get("model_type", ""))
 
     if model_type == "ser_classic":
-        from ser_hf.models.classic import ClassicClassifier
-
         clf = ClassicClassifier.from_pretrained(model_dir)
         labels = _labels_from(config, config_path)
         if (model_dir / "embedding_config.json").is_file():
@@ -512,19 +495,12 @@ def load_torch_predictor(model_dir: str | os.PathLike, *, device: str | None = N
                 raise ValueError(f"{model_dir / 'embedding_config.json'} names no name_or_path (the encoder)")
             emb = {"name_or_path": name, "layers": emb.get("layers", "last"), "pooling": emb.get("pooling", "mean"),
                    "max_duration_s": emb.get("max_duration_s"), "speaker_norm": bool(emb.get("speaker_norm", False))}
-            from ser_hf.models.transformer import load_feature_extractor
-
             fe = load_feature_extractor(name, local_files_only=local_files_only)
             return Predictor("classic", clf, labels, fe.sampling_rate, model_dir, embedding_config=emb, device=dev)
         fcfg = _feature_config(model_dir, found)
         return Predictor("classic", clf, labels, fcfg.sampling_rate, model_dir, feature_config=fcfg, device=dev)
 
     if model_type == "ser_probe":
-        import ser_hf.models  # noqa: F401  registers the probe with the Auto classes
-        from transformers import AutoModelForAudioClassification
-
-        from ser_hf.models.transformer import load_feature_extractor
-
         model = AutoModelForAudioClassification.from_pretrained(model_dir, local_files_only=True)
         if not model.config.encoder_name_or_path:
             raise ValueError(f"{config_path} names no encoder_name_or_path (the frozen encoder of this probe)")
@@ -536,9 +512,6 @@ def load_torch_predictor(model_dir: str | os.PathLike, *, device: str | None = N
                          device=dev)
 
     if model_type.startswith("ser_"):
-        import ser_hf.models  # noqa: F401  registers the baseline configs/models with the Auto classes
-        from transformers import AutoModelForAudioClassification
-
         fcfg = _feature_config(model_dir, found)
         model = AutoModelForAudioClassification.from_pretrained(model_dir, local_files_only=True)
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -546,8 +519,6 @@ def load_torch_predictor(model_dir: str | os.PathLike, *, device: str | None = N
                          feature_config=fcfg, device=dev)
 
     if (model_dir / "preprocessor_config.json").is_file():
-        from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
-
         fe = AutoFeatureExtractor.from_pretrained(model_dir, local_files_only=True)
         model = AutoModelForAudioClassification.from_pretrained(model_dir, local_files_only=True)
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -562,8 +533,6 @@ def load_torch_predictor(model_dir: str | os.PathLike, *, device: str | None = N
 
 
 def _feature_config(model_dir: Path, found: list[str]):
-    from ser_hf.features import FeatureConfig
-
     path = model_dir / "feature_config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{model_dir} has no feature_config.json (found: {found}); ser_hf baseline and "
@@ -578,8 +547,6 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".
 def audio_paths(spec: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
     """Audio files named by ``spec``: a file, a folder (searched recursively, sorted), a glob pattern
     (``clips/*.wav``), a comma-separated list of those, or an iterable of them."""
-    import glob
-
     if isinstance(spec, (str, os.PathLike)):
         text = os.fspath(spec)
         items = [t for t in text.split(",") if t] if "," in text and not Path(text).exists() else [text]

@@ -203,7 +203,9 @@ def skipped_lines(metrics: Mapping[str, Any], limit: int = 50) -> list[str]:
 def classification_report_text(metrics: Mapping[str, Any], history_note: str | None = None) -> str:
     """The whole ``classification_report.txt``: protocol header, then one table per evaluated split."""
     lines = _header_lines(metrics)
-    from .groups import report_lines, table_lines  # per-speaker / per-gender results (issue 15)
+    # per-speaker / per-gender results (issue 15). Lazy: groups -> metrics -> evaluate/datasets import torch, and
+    # this module (with ser_hf.hub, which imports it) stays torch-free.
+    from .groups import report_lines, table_lines
 
     if report_lines(metrics):
         lines += ["", "speakers and gender:", *(f"  {line}" for line in report_lines(metrics))]

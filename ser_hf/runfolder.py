@@ -339,6 +339,7 @@ def verify_checksums(folder: str | os.PathLike, required: bool = False) -> None:
 
 
 def _encode(obj: Any, tensors: dict, key: str) -> Any:
+    # lazy, as safetensors.torch below: runfolder stays torch-free (the scripts import it before the spec check)
     import torch
 
     if torch.is_tensor(obj):
@@ -377,7 +378,7 @@ def _decode(obj: Any, tensors: Mapping) -> Any:
 def save_state(folder: str | os.PathLike, name: str, state: Any) -> list[str]:
     """A nested state dict (optimizer, scheduler, grad scaler) as ``<name>.safetensors`` (tensors) +
     ``<name>.json`` (structure and plain values). Returns the file names written."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # lazy: imports torch (see _encode)
 
     folder = Path(folder)
     tensors: dict = {}
@@ -409,7 +410,7 @@ def load_state(folder: str | os.PathLike, name: str, device: str = "cpu") -> Any
 def load_safetensors(path: str | os.PathLike, device: str = "cpu") -> dict:
     """``safetensors.torch.load_file`` whose errors name the file (a truncated file otherwise says only
     "Error while deserializing header")."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file  # lazy: imports torch (see _encode)
 
     try:
         return load_file(str(path), device=device)

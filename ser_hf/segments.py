@@ -33,8 +33,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
+import soxr
+import torch
+from matplotlib import cm
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-from ser_hf.clips import NO_SPEECH, is_silent
+from ser_hf.clips import NO_SPEECH, clip_probabilities, is_silent, log_probabilities
+from ser_hf.data.audio import RESAMPLE_QUALITY, resample
+from ser_hf.models.transformer import chunk_bounds
 
 logger = logging.getLogger(__name__)
 
@@ -83,11 +91,6 @@ def _mono(block: np.ndarray) -> np.ndarray:
 def stream_blocks(path: str | os.PathLike, sampling_rate: int, block_s: float = BLOCK_S) -> Iterator[np.ndarray]:
     """Mono float32 blocks of the file at ``sampling_rate``: read with ``soundfile.blocks`` and resampled with
     a streaming soxr resampler (continuous across blocks), so memory stays at one block."""
-    import soundfile as sf
-    import soxr
-
-    from ser_hf.data.audio import RESAMPLE_QUALITY
-
     info = sf.info(os.fspath(path))
     native = int(info.samplerate)
     stream = None if native == sampling_rate else soxr.ResampleStream(native, sampling_rate, 1, dtype="float32",
@@ -104,10 +107,6 @@ def stream_blocks(path: str | os.PathLike, sampling_rate: int, block_s: float = 
 
 def read_span(path: str | os.PathLike, start_s: float, end_s: float, sampling_rate: int) -> np.ndarray:
     """The file's samples between ``start_s`` and ``end_s`` (seconds), mono, at ``sampling_rate``."""
-    import soundfile as sf
-
-    from ser_hf.data.audio import resample
-
     info = sf.info(os.fspath(path))
     native = int(info.samplerate)
     a = max(0, int(round(start_s * native)))
@@ -148,9 +147,8 @@ _VAD_MODEL = None
 
 def _silero():
     """The silero_vad module, imported without its side effect: its import calls torch.set_num_threads(1)
-    for the whole process, which would slow the emotion model that runs after it."""
-    import torch
-
+    for the whole process, which would slow the emotion model that runs after it. Hence imported here, lazily
+    (the thread count restored right after), never at the module top."""
     threads = torch.get_num_threads()
     import silero_vad
 
@@ -168,8 +166,6 @@ def _vad_model():
 def scan(path: str | os.PathLike, *, vad: bool) -> dict:
     """One streaming pass over the file at 16 kHz: duration, waveform envelope and (``vad``) silero's speech
     probability per 32 ms frame."""
-    import torch
-
     model = _vad_model() if vad else None
     if model is not None:
         model.reset_states()
@@ -182,8 +178,6 @@ def scan(path: str | os.PathLike, *, vad: bool) -> dict:
 
 
 def _scan(path, model) -> dict:
-    import torch
-
     env = _Envelope(VAD_RATE)
     probs: list[float] = []
     rest = np.zeros(0, np.float32)
@@ -241,11 +235,6 @@ def score_streaming(predictor, path: str | os.PathLike, *, batch_size: int = 8, 
     (last one aligned to the end); the chunks' probabilities are averaged as log-probabilities with
     ``ser_hf.clips.clip_probabilities``, which equals averaging their logits (log p = logit - logsumexp,
     and the logsumexp terms are the same for every class)."""
-    import soundfile as sf
-
-    from ser_hf.clips import clip_probabilities, log_probabilities
-    from ser_hf.models.transformer import chunk_bounds
-
     name = os.fspath(path)
     sr = predictor.sampling_rate
     chunk_s, overlap_s = predictor.chunking(chunk_s or LONG_FILE_S, overlap_s)
@@ -385,14 +374,11 @@ def rows_table(rows: list[dict], label_names: list[str]) -> list[dict]:
 
 def plot_timeline(result: dict, label_names: list[str], path: str | os.PathLike) -> None:
     """Waveform envelope on top, each class probability over time below (gaps: no speech)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     lo, hi = result["envelope"]
     t = np.arange(len(lo)) * ENVELOPE_S
-    fig, (ax_w, ax_p) = plt.subplots(2, 1, figsize=(12, 5), sharex=True, gridspec_kw={"height_ratios": [1, 2]})
+    fig = Figure(figsize=(12, 5))  # object API on an Agg canvas, as ser_hf.reporting: no pyplot, no global backend
+    FigureCanvasAgg(fig)
+    ax_w, ax_p = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1, 2]})
     ax_w.fill_between(t, lo, hi, color="0.4", linewidth=0)
     ax_w.set_ylabel("waveform")
     ax_w.set_title(Path(result["file"]).name)
@@ -403,7 +389,7 @@ def plot_timeline(result: dict, label_names: list[str], path: str | os.PathLike)
                 continue
             xs += [r["start"], r["end"], np.nan]
             ys += [r["scores"][label]] * 2 + [np.nan]
-        ax_p.plot(xs, ys, label=label, color=plt.cm.tab10(k % 10), linewidth=2)
+        ax_p.plot(xs, ys, label=label, color=cm.tab10(k % 10), linewidth=2)
     for r in result["rows"]:
         if r["label"] == NO_SPEECH:
             ax_p.axvspan(r["start"], r["end"], color="0.9", zorder=0)
@@ -414,7 +400,6 @@ def plot_timeline(result: dict, label_names: list[str], path: str | os.PathLike)
     ax_p.legend(loc="upper right", fontsize="small", ncol=min(len(label_names), 4))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def write_outputs(results: list[dict], label_names: list[str], output_dir: str | os.PathLike) -> dict:

@@ -186,8 +186,8 @@ OPENSMILE_DELTA_SETS = ("ComParE_2016", "emobase", "IS09", "IS10", "IS13")
 
 
 def opensmile_problems(cfg) -> list[str]:
-    """Problems of an ``opensmile`` feature config (empty when fine). opensmile is an optional dependency,
-    imported here, lazily, only for this kind (the spec stays free of it otherwise)."""
+    """Problems of an ``opensmile`` feature config (empty when fine). opensmile is imported here, lazily, only
+    for this kind: the spec, which the scripts import first, stays light (standard library + omegaconf)."""
     import opensmile
 
     problems = []

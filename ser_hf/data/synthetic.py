@@ -68,7 +68,7 @@ from ser_hf.data.labels import (
     check_corpus,
     labels_of,
 )
-from ser_hf.data.splits import CREMA_D_AUDB, EMODB_GENDERS, SAVEE_SPEAKERS, TESS_SPEAKERS
+from ser_hf.data.splits import CREMA_D_AUDB, EMODB_GENDERS, SAVEE_SPEAKERS, TESS_SPEAKERS, speaker_split
 
 logger = logging.getLogger(__name__)
 
@@ -641,8 +641,6 @@ def _write_msp_podcast_meta(out: Path, clips: list[Clip], dims: dict) -> None:
 
 def _write_manifest(out: Path, clips: list[Clip], dims: dict, speakers: list[str]) -> None:
     """manifest.csv with every optional column; its split column follows the k-fold fold-1 speaker split."""
-    from ser_hf.data.splits import speaker_split
-
     genders = {s: speaker_gender("manifest", s) for s in speakers}
     part_of = {}
     if len(speakers) >= 2:

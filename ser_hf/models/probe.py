@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModelForAudioClassification, PreTrainedConfig, PreTrainedModel
+from transformers import initialization as init
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 MODEL_TYPE = "ser_probe"
@@ -77,8 +78,6 @@ class ProbeForAudioClassification(PreTrainedModel):
 
     def _init_weights(self, module):
         if module is self:
-            from transformers import initialization as init
-
             init.zeros_(self.layer_weights)
         else:
             super()._init_weights(module)
