@@ -11,7 +11,8 @@ Classic (sklearn) models give probabilities, not logits: their pieces are averag
 (:func:`log_probabilities`), i.e. a normalised geometric mean, which for a single piece returns the
 model's probabilities unchanged.
 
-:func:`is_silent` is the energy test behind the "no speech" record of a silence-only file.
+:func:`is_silent` is the energy test behind the "no speech" record of a silence-only file, and
+:func:`min_clip_samples` the one definition of a too-short clip (listed by training, padded by prediction).
 """
 
 from __future__ import annotations
@@ -21,6 +22,16 @@ import numpy as np
 # Loudest 25 ms frame quieter than this (dB relative to full scale) = no speech in the file.
 SILENCE_DBFS = -55.0
 NO_SPEECH = "no speech"
+ENCODER_MIN_S = 0.025  # a speech encoder's first frame
+
+
+def min_clip_samples(feature_config, sampling_rate: int) -> int:
+    """The shortest input a model reads meaningfully: one analysis frame (``feature_config.n_fft`` samples)
+    for feature models, 25 ms (a speech encoder's first frame) when ``feature_config`` is None. Training lists
+    shorter clips as too short (``experiment.min_clip_s``); prediction warns and zero-pads them."""
+    if feature_config is not None:
+        return max(1, int(feature_config.n_fft))
+    return max(1, int(ENCODER_MIN_S * sampling_rate))
 
 
 def softmax(logits) -> np.ndarray:

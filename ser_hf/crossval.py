@@ -1,7 +1,7 @@
 """Cross-validation over folds: a resumable fold loop and a summary of finished fold runs.
 
-(Over 500 lines: the fold loop and the fold summary share the run-folder contract below; the run-folder
-reader itself moves to ser_hf/runfolder.py with issue 12, which shortens this module.)
+(The run-folder reader itself is ser_hf/runfolder.py; the fold loop and the fold summary here share its
+contract.)
 
 Everything here reads finished run folders (the "run folder contract": ``metrics.json`` +
 ``predictions.csv``), so a summary can be rebuilt at any time without re-training, and a crashed

@@ -25,6 +25,7 @@ from accelerate.utils import parse_flag_from_env, set_seed
 from datasets import ClassLabel, concatenate_datasets
 from omegaconf import DictConfig, OmegaConf
 
+from .clips import ENCODER_MIN_S, min_clip_samples
 from .config import configure_logging, load_config, run_cli
 from .data import load_corpus
 from .data.labels import labels_of
@@ -172,11 +173,10 @@ def run(cfg: DictConfig | RunSpec) -> Path:
 
 
 def min_clip_s(spec: RunSpec) -> float:
-    """The shortest clip a family reads meaningfully: one analysis frame (``features.n_fft``) for feature
-    families, 25 ms (a speech encoder's first frame) for transformers and embeddings."""
+    """The shortest clip this run's family reads meaningfully, in seconds (``clips.min_clip_samples``)."""
     if spec.features is None:
-        return 0.025
-    return spec.features.n_fft / spec.features.sampling_rate
+        return ENCODER_MIN_S
+    return min_clip_samples(spec.features, spec.features.sampling_rate) / spec.features.sampling_rate
 
 
 def run_claimed(spec: RunSpec, family: Family, out: Path, state) -> Path:

@@ -46,7 +46,7 @@ from torch.ao.quantization import quantize_dynamic
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
 import ser_hf.models  # noqa: F401  registers the baseline and probe configs/models with the Auto classes
-from ser_hf.clips import NO_SPEECH, clip_probabilities, is_silent, log_probabilities
+from ser_hf.clips import NO_SPEECH, clip_probabilities, is_silent, log_probabilities, min_clip_samples
 from ser_hf.data.audio import AudioDecodeError, decode_audio, resample
 from ser_hf.embeddings import load_encoder
 from ser_hf.features import FeatureConfig, extract, window_array
@@ -199,12 +199,9 @@ class Predictor:
 
     @property
     def min_samples(self) -> int:
-        """The shortest input the model reads meaningfully (shorter ones are zero-padded to it): one analysis
-        frame (``n_fft``) for feature models, 25 ms (a speech encoder's first frame) otherwise - the definition
-        of ``ser_hf.experiment._min_clip_s``, which lists such training clips."""
-        if self.feature_config is not None:
-            return max(1, int(self.feature_config.n_fft))
-        return max(1, int(0.025 * self.sampling_rate))
+        """The shortest input the model reads meaningfully (shorter ones are zero-padded to it):
+        :func:`ser_hf.clips.min_clip_samples`, the definition training uses to list too-short clips."""
+        return min_clip_samples(self.feature_config, self.sampling_rate)
 
     def _check_length(self, name: str, array: np.ndarray) -> tuple[np.ndarray, str | None]:
         """Warn about clips shorter than MIN_CLIP_S or the model's minimum; pad those below the minimum."""
