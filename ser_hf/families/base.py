@@ -21,11 +21,23 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..spec import RunSpec
+from ..tasks import ModelTask
 
-__all__ = ["ExperimentData", "Family", "Fitted", "Predictions", "eval_sets"]
+__all__ = ["ExperimentData", "Family", "Fitted", "Predictions", "eval_sets", "target_matrix"]
 
-# split name -> (dataset of the scored clips, probabilities (n, C) in the dataset's row order)
+# split name -> (dataset of the scored clips, outputs in the dataset's row order): class probabilities (n, C)
+# for classification; in the ModelTask layout otherwise (regression: values (n, T) in the targets' units;
+# multitask: [probabilities (C)..., values (T)...]).
 Predictions = dict[str, tuple[Any, np.ndarray]]
+
+
+def target_matrix(ds, targets) -> np.ndarray:
+    """The (n, len(targets)) float32 matrix of a dataset's target columns (arousal, valence, ...)."""
+    missing = [t for t in targets if t not in ds.column_names]
+    if missing:
+        raise ValueError(f"the data has no {missing} column(s) (columns: {ds.column_names}); a dimensional run "
+                         "needs a corpus with arousal/valence/dominance ratings")
+    return np.stack([np.asarray(ds[t], dtype=np.float32) for t in targets], axis=1).reshape(len(ds), len(targets))
 
 
 @dataclass
@@ -38,6 +50,7 @@ class ExperimentData:
     tests: dict[str, Any]
     label_names: list[str]
     info: dict[str, Any] = field(default_factory=dict)  # corpus, split, fold, speakers, leaky, skipped
+    task: ModelTask = field(default_factory=ModelTask)  # what the model predicts (classes, dimensions, both)
 
 
 def eval_sets(data: ExperimentData) -> dict[str, Any]:
@@ -84,7 +97,8 @@ class Family(ABC):
 
     @abstractmethod
     def predict(self, sets: dict[str, Any]) -> Predictions:
-        """Clip-level class probabilities for each named evaluation set."""
+        """Clip-level outputs for each named evaluation set: class probabilities, or the
+        :class:`~ser_hf.tasks.ModelTask` layout of a regression/multitask run (see :data:`Predictions`)."""
 
     @abstractmethod
     def save(self, model_dir: Path) -> None:
