@@ -131,3 +131,147 @@ def test_spec_task_defaults_and_constants():
         ("multitask", ("valence",), "mse", 0.5)
     s = load_spec(["recipe=demo"])
     assert (s.task, s.targets) == ("classification", ())
+
+
+# ------------------------------------------------------------------------------------------- runs (regression)
+
+import csv  # noqa: E402
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+
+def _run(overrides, tmp_path, gen_cache, monkeypatch, name="run"):
+    from ser_hf.config import load_config
+    from ser_hf.experiment import run
+
+    monkeypatch.setenv("SER_HF_CACHE", str(gen_cache))
+    cfg = load_config([*overrides, "trainer.progress_bar=false", "trainer.log_with=null",
+                       f"data.cache_dir={gen_cache / 'datasets'}", f"output_dir={tmp_path / name}"]
+                      if not any(o.startswith("model.family=classic") or "classic" in o for o in overrides) else
+                      [*overrides, f"data.cache_dir={gen_cache / 'datasets'}", f"output_dir={tmp_path / name}"])
+    out = run(cfg)
+    metrics = json.loads((out / "metrics.json").read_text())
+    with (out / "predictions.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return out, metrics, rows
+
+
+@pytest.fixture(scope="module")
+def gen_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("gen")
+
+
+def _window_outputs(model_dir: Path, ds):
+    """Clip-level raw outputs of a saved baseline on ``ds``, computed from the saved folder only."""
+    import torch
+    from transformers import AutoModelForAudioClassification
+
+    from ser_hf.clips import aggregate_clips
+    from ser_hf.features import compute_features, make_windows
+    from ser_hf.spec import FeatureConfig
+
+    cfg = FeatureConfig.from_pretrained(model_dir)
+    windows = make_windows(compute_features(ds, cfg), cfg).with_format("numpy")
+    model = AutoModelForAudioClassification.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        logits = model(torch.as_tensor(np.stack(windows["features"]))).logits.numpy()
+    return aggregate_clips(windows["clip_id"], logits)[1]
+
+
+def test_cnn_regression_learns_and_reloads_as_ratings(tmp_path, gen_cache, monkeypatch):
+    """cnn2d on a generated IEMOCAP twin, 6 epochs: test mean CCC > 0.3 on held-out speakers; the saved model's
+    raw outputs ARE the ratings in predictions.csv (the standardisation is folded into its output layer)."""
+    from ser_hf.config import load_spec
+    from ser_hf.experiment import load_data
+    from ser_hf.tasks import ModelTask
+
+    overrides = ["recipe=demo", "task=regression", "data.corpus=iemocap", "data.synthetic={speakers:6,per_class:4,seed:0}",
+                 "trainer.max_epochs=6"]
+    out, metrics, rows = _run(overrides, tmp_path, gen_cache, monkeypatch)
+    test = metrics["test"]
+    assert metrics["task"] == "regression" and metrics["targets"] == ["arousal", "valence", "dominance"]
+    assert test["ccc_mean"] > 0.3, test
+    assert test["ccc_mean"] == pytest.approx(np.mean([test[f"ccc_{t}"] for t in metrics["targets"]]))
+    assert "macro_f1" not in test and "label" not in rows[0] and "pred_valence" in rows[0]
+    assert metrics["speakers_and_gender"]["test"]["group_score"] == "ccc_mean"
+    assert (out / "scatter.png").is_file() and (out / "curves.png").is_file()
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert ModelTask.from_config(config) == ModelTask("regression", ("arousal", "valence", "dominance"))
+    assert config["problem_type"] == "regression"
+    assert "Test CCC per dimension: arousal" in (out / "model" / "README.md").read_text()
+
+    spec = load_spec([*overrides, f"data.cache_dir={gen_cache / 'datasets'}"])
+    monkeypatch.setenv("SER_HF_CACHE", str(gen_cache))
+    test_ds = load_data(spec.data, spec.seed).tests["iemocap"]
+    outputs = _window_outputs(out / "model", test_ds)
+    pred = {r["file"]: [float(r[f"pred_{t}"]) for t in metrics["targets"]] for r in rows if r["split"] == "test"}
+    np.testing.assert_allclose(outputs, [pred[f] for f in test_ds["file"]], atol=1e-4)
+    true = np.stack([test_ds[t] for t in metrics["targets"]], axis=1)
+    assert abs(outputs.mean(0) - true.mean(0)).max() < 1.0  # ratings (1..5 scale), not standardised values
+
+
+def test_multitask_cnn_outputs_classes_and_values(tmp_path, gen_cache, monkeypatch):
+    out, metrics, rows = _run(["recipe=demo", "task=multitask", "data.corpus=iemocap", "targets=[arousal]",
+                               "data.synthetic={speakers:6,per_class:4,seed:0}", "trainer.max_epochs=3"],
+                              tmp_path, gen_cache, monkeypatch)
+    test = metrics["test"]
+    assert {"macro_f1", "confusion_matrix", "ccc_arousal", "ccc_mean"} <= set(test)
+    assert test["ccc_arousal"] > 0.3, test
+    assert {"label", "prediction", "prob_anger", "true_arousal", "pred_arousal"} <= set(rows[0])
+    assert "pred_valence" not in rows[0]
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["ser_hf_task"] == "multitask" and list(config["id2label"].values())[-1] == "arousal"
+
+
+def test_classic_regression_skips_unrated_rows_and_reloads(tmp_path, gen_cache, monkeypatch):
+    """A manifest with blank arousal cells: those rows leave every split and are listed in metrics.json
+    'skipped'; the saved ridge model reloads and predicts exactly predictions.csv."""
+    from ser_hf.data.synthetic import generate_corpus
+    from ser_hf.features import compute_features
+    from ser_hf.models.classic import ClassicClassifier
+    from ser_hf.spec import FeatureConfig
+
+    root = generate_corpus("manifest", tmp_path / "corpus", speakers=6, per_class=2)
+    manifest = root / "manifest.csv"
+    lines = manifest.read_text().splitlines()
+    header = lines[0].split(",")
+    blanked = []
+    for i in (1, 5, 9):
+        cells = lines[i].split(",")
+        cells[header.index("arousal")] = ""
+        blanked.append(cells[0])
+        lines[i] = ",".join(cells)
+    manifest.write_text("\n".join(lines) + "\n")
+    out, metrics, rows = _run(["recipe=demo_dimensional", "data.corpus=manifest", "data.synthetic=null",
+                               f"data.manifest={manifest}", "data.split=speaker"], tmp_path, gen_cache, monkeypatch)
+    reasons = {s["reason"] for s in metrics["skipped"] if any(s["file"].endswith(p) for p in blanked)}
+    assert reasons == {"no arousal rating (NaN)"} and len(metrics["skipped"]) == 3
+    assert not [r["file"] for r in rows if any(r["file"].endswith(p) for p in blanked)]
+    assert "skipped clips (3" in (out / "classification_report.txt").read_text()
+
+    model = ClassicClassifier.from_pretrained(out / "model")
+    assert model.task.task == "regression" and model.targets == ("arousal", "valence", "dominance")
+    from ser_hf.config import load_spec
+    from ser_hf.experiment import drop_unrated, load_data, model_task
+
+    spec = load_spec(["recipe=demo_dimensional", "data.corpus=manifest", "data.synthetic=null",
+                      f"data.manifest={manifest}", "data.split=speaker"])
+    data = load_data(spec.data, spec.seed)
+    data = drop_unrated(data, model_task(spec, data.label_names))
+    test = data.tests["manifest"]
+    feats = compute_features(test, FeatureConfig.from_pretrained(out / "model"))
+    values = model.predict_values(np.stack(feats.with_format("numpy")["features"]))
+    pred = {r["file"]: [float(r[f"pred_{t}"]) for t in model.targets] for r in rows if r["split"] == "test"}
+    np.testing.assert_allclose(values, [pred[f] for f in test["file"]], rtol=1e-6)
+
+
+def test_manifest_without_ratings_is_refused(tmp_path, gen_cache, monkeypatch):
+    from ser_hf.data.synthetic import generate_corpus
+
+    root = generate_corpus("manifest", tmp_path / "corpus", speakers=4, per_class=1)
+    manifest = root / "manifest.csv"
+    lines = [",".join(line.split(",")[:5]) for line in manifest.read_text().splitlines()]  # drop a/v/d columns
+    manifest.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match="no training clip of manifest has a arousal/valence/dominance rating"):
+        _run(["recipe=demo_dimensional", "data.corpus=manifest", "data.synthetic=null", f"data.manifest={manifest}"],
+             tmp_path, gen_cache, monkeypatch)
