@@ -29,7 +29,7 @@ def vector_matrix(ds, column: str) -> np.ndarray:
 def check_classifier(model: ClassicModelConfig) -> None:
     """The estimator accepts the recipe's values (the spec already checked the parameter names)."""
     try:
-        ClassicClassifier(model.classifier, search=model.search, **model.params)
+        ClassicClassifier(model.classifier, search=model.estimator_search, **model.params)
     except ValueError as err:
         raise SpecError(f"model: {err}") from err
 
@@ -62,14 +62,13 @@ class VectorClassifier(Family):
         return {k: v for k, v in sets.items() if not (k == "validation" and self.merges_validation(data))}
 
     def fit(self, data: ExperimentData, out: Path) -> Fitted:
-        model = self.spec.model
         self._vectors = self.vectors(data)
         merge = self.merges_validation(data)
-        self.clf = ClassicClassifier(model.classifier, id2label=data.label_names, search=model.search, **model.params)
         train = concatenate_datasets([self._vectors["train"], self._vectors["validation"]]) if merge \
             else self._vectors["train"]
         start = time.perf_counter()
-        self.clf.fit(vector_matrix(train, self.column), np.asarray(train["label"]), groups=train["speaker_id"])
+        self.clf = self.fit_classifier(self.matrix(train), np.asarray(train["label"]), train["speaker_id"],
+                                       data.label_names)
         seconds = time.perf_counter() - start
         if self.clf.best_params:
             logger.info("inner speaker-grouped CV chose %s", self.clf.best_params)
@@ -79,9 +78,18 @@ class VectorClassifier(Family):
             speakers = {**spk, "train": sorted(spk["train"] + spk["validation"]), "validation": []}
         return Fitted(seconds, speakers=speakers)
 
+    def matrix(self, ds) -> np.ndarray:
+        """The classifier's input matrix of a vectors dataset."""
+        return vector_matrix(ds, self.column)
+
+    def fit_classifier(self, X: np.ndarray, y: np.ndarray, groups, label_names) -> ClassicClassifier:
+        """The estimator fitted on the training vectors (``model.search`` chosen by the inner speaker-grouped CV)."""
+        model = self.spec.model
+        clf = ClassicClassifier(model.classifier, id2label=label_names, search=model.estimator_search, **model.params)
+        return clf.fit(X, y, groups=groups)
+
     def predict(self, sets: dict) -> Predictions:
-        return {name: (ds, self.clf.predict_proba(vector_matrix(self._vectors[name], self.column)))
-                for name, ds in sets.items()}
+        return {name: (ds, self.clf.predict_proba(self.matrix(self._vectors[name]))) for name, ds in sets.items()}
 
 
 class ClassicFamily(VectorClassifier):
