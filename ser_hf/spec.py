@@ -707,11 +707,37 @@ class ClassicModelConfig:
                 raise unknown_key_error("model", key, [*valid, *own], what=f"{self.classifier} parameter")
         if self.search is not None and not isinstance(self.search, Mapping):
             raise SpecError(f"model.search={self.search!r}: a mapping {{parameter: [values]}}")
+        searchable = (*valid, "layers") if self.family == "embedding" else valid
         for key, values in (self.search or {}).items():
-            if key not in valid:
-                raise unknown_key_error("model.search", key, valid, what=f"{self.classifier} parameter")
+            if key not in searchable:
+                raise unknown_key_error("model.search", key, searchable, what=f"{self.classifier} parameter")
             if not isinstance(values, (list, tuple)) or not values:
                 raise SpecError(f"model.search.{key}={values!r}: a non-empty list of values to try")
+        for layers in (self.search or {}).get("layers", ()):
+            check_search_layers(layers)
+
+    @property
+    def layer_search(self) -> list | None:
+        """Embedding family: the ``model.search.layers`` candidates (hidden-state index or list of them), or None."""
+        return list(self.search["layers"]) if self.search and "layers" in self.search else None
+
+    @property
+    def estimator_search(self) -> dict | None:
+        """``model.search`` without ``layers``: the estimator's grid."""
+        grid = {k: v for k, v in (self.search or {}).items() if k != "layers"}
+        return grid or None
+
+
+def check_search_layers(layers) -> None:
+    """One ``model.search.layers`` candidate: a hidden-state index, a list of them, or ``last`` (the states
+    every candidate slices from one cached all-states embedding; ``mean``/``weighted``/``all`` are not choices)."""
+    try:
+        check_embedding_layers(layers)
+    except SpecError as err:
+        raise SpecError(f"model.search.layers: {err}") from None
+    if isinstance(layers, str) and layers != "last":
+        raise SpecError(f"model.search.layers: {layers!r} is not a candidate; give hidden-state indices "
+                        f"(e.g. [[1], [2], [1, 2, 3]]) or 'last'")
 
 
 @dataclass
