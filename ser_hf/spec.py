@@ -455,7 +455,7 @@ class TrainerConfig:
     scheduler: str = "none"  # plateau (per epoch) | cosine | linear (per optimizer step, with warm-up) | none
     plateau_patience: int = 3
     plateau_factor: float = 0.5
-    plateau_monitor: str = "val_loss"  # val_loss | val_macro_f1 (train loss when there is no validation)
+    plateau_monitor: str = "val_loss"  # val_loss | val_macro_f1 (= mean CCC in regression runs; train loss without validation)
     warmup_ratio: float = 0.0  # cosine/linear only: fraction of all optimizer steps spent warming up
     warmup_steps: int = 0  # cosine/linear only: overrides warmup_ratio when > 0
     loss: str = "ce"  # ce | weighted_ce | focal
