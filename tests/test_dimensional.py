@@ -275,3 +275,52 @@ def test_manifest_without_ratings_is_refused(tmp_path, gen_cache, monkeypatch):
     with pytest.raises(ValueError, match="no training clip of manifest has a arousal/valence/dominance rating"):
         _run(["recipe=demo_dimensional", "data.corpus=manifest", "data.synthetic=null", f"data.manifest={manifest}"],
              tmp_path, gen_cache, monkeypatch)
+
+
+def test_trainer_regresses_and_fold_target_scale_gives_ratings(tmp_path):
+    """The shared Trainer with a regression task (CCC loss on standardised targets, selection by validation mean
+    CCC) fits a linear signal; folding the scale into the output layer turns outputs into the targets' units."""
+    import torch
+    from torch import nn
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    from ser_hf.families.base import TargetScale
+    from ser_hf.models.heads import fold_target_scale
+    from ser_hf.spec import TrainerConfig
+    from ser_hf.tasks import ModelTask
+    from ser_hf.training import Trainer
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = nn.Sequential(nn.Linear(4, 16), nn.ReLU())
+            self.classifier = nn.Linear(16, 2)
+
+        def forward(self, input_values):
+            return SequenceClassifierOutput(logits=self.classifier(self.encoder(input_values)))
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(240, 4)).astype(np.float32)
+    y = np.stack([3 + 0.8 * x[:, 0] - 0.4 * x[:, 1], 4 + 0.5 * x[:, 2]], axis=1)  # "ratings", not standardised
+    scale = TargetScale(y[:160].mean(0), y[:160].std(0))
+
+    def loader(rows, train):
+        data = [{"input_values": torch.tensor(x[i]), "labels": torch.tensor(0), "clip_id": torch.tensor(i),
+                 "targets": torch.tensor(scale.standardise(y[i]))} for i in rows]
+        return torch.utils.data.DataLoader(data, batch_size=32, shuffle=train)
+
+    torch.manual_seed(0)
+    task = ModelTask("regression", ("arousal", "valence"))
+    cfg = TrainerConfig(max_epochs=15, learning_rate=0.01, progress_bar=False, log_with=None)
+    trainer = Trainer(Net(), cfg, tmp_path, task=task)
+    result = trainer.fit(loader(range(160), True), loader(range(160, 240), False))
+    assert result.best_metric > 0.9 and "val_ccc_mean" in result.history[0]
+    assert result.best_metric == max(h["val_ccc_mean"] for h in result.history)
+    _, standardised, _ = trainer.predict(loader(range(160, 240), False))
+    fold_target_scale(trainer.unwrapped_model, 0, scale.mean, scale.std)
+    _, ratings, _ = trainer.predict(loader(range(160, 240), False))
+    np.testing.assert_allclose(ratings, standardised * scale.std + scale.mean, rtol=1e-4, atol=1e-4)
+    from ser_hf.metrics import compute_regression_metrics
+
+    m = compute_regression_metrics(y[160:], ratings, task.targets)
+    assert m["ccc_mean"] > 0.9 and m["mae_arousal"] < 0.3, m
