@@ -882,8 +882,8 @@ TASKS = ("classification", "regression", "multitask")  # ser_hf.tasks.ModelTask 
 DIMENSIONS = ("arousal", "valence", "dominance")  # = ser_hf.data.labels.DIMENSIONS (tested)
 DIMENSIONAL_CORPORA = ("iemocap", "msp_podcast", "manifest")  # = ser_hf.data.labels.DIMENSIONAL_CORPORA (tested)
 # Families with a regression head, and those with a multitask (class logits + values) one.
-REGRESSION_FAMILIES = ("lstm", "cnn1d", "cnn2d", "cnn_lstm", "cnn7", "classic", "embedding", "transformer")
-MULTITASK_FAMILIES = ("lstm", "cnn1d", "cnn2d", "cnn_lstm", "cnn7")
+REGRESSION_FAMILIES = ("lstm", "cnn1d", "cnn2d", "cnn_lstm", "cnn7", "classic", "embedding", "transformer", "probe")
+MULTITASK_FAMILIES = ("lstm", "cnn1d", "cnn2d", "cnn_lstm", "cnn7", "transformer", "probe")
 
 
 def parse_task(raw: Mapping, family: str, data: DataConfig, built: dict) -> tuple[str, tuple[str, ...]]:

@@ -104,7 +104,7 @@ REG = ["task=regression", "data.corpus=iemocap"]
     ("svm_stats_emodb", ["task=multitask", "data.corpus=iemocap"], "model.family=classic has no multitask head"),
     ("whisper_lora_emodb", REG, "LoRA dimensional runs are not built"),
     ("whisper_emodb", [*REG, "data.test_corpus=msp_podcast"], "cross-/multi-corpus dimensional runs"),
-    ("whisper_probe_emodb", REG, "model.family=probe has no regression head"),
+    ("whisper_svm_emodb", ["task=multitask", "data.corpus=iemocap"], "model.family=embedding has no multitask head"),
     ("demo", ["trainer.regression_weight=2"], "task=classification has no regression head"),
     ("demo", [*REG, "trainer.regression_loss=mae"], "regression_loss='mae'"),
     ("demo", [*REG, "trainer.regression_weight=0"], "regression_weight=0"),
@@ -324,3 +324,62 @@ def test_trainer_regresses_and_fold_target_scale_gives_ratings(tmp_path):
 
     m = compute_regression_metrics(y[160:], ratings, task.targets)
     assert m["ccc_mean"] > 0.9 and m["mae_arousal"] < 0.3, m
+
+
+def test_transformer_regression_saves_ratings_head(tmp_path, gen_cache, monkeypatch, w2v_dir):
+    """A tiny wav2vec2 with task=regression: config.json has problem_type=regression, id2label = the targets and
+    the task keys; the reloaded checkpoint's raw output on a test clip equals its pred_<t> row (the target
+    scaling is folded into the classifier)."""
+    import torch
+    from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+
+    from ser_hf.config import load_spec
+    from ser_hf.experiment import load_data
+
+    overrides = ["recipe=wav2vec2_emodb", "task=regression", "targets=[arousal,dominance]", "data.corpus=iemocap",
+                 "data.synthetic={speakers:6,per_class:2,seed:0}", "data.data_dir=null",
+                 f"model.name_or_path={w2v_dir}", "trainer.max_epochs=1", "trainer.grad_accum_steps=1"]
+    out, metrics, rows = _run(overrides, tmp_path, gen_cache, monkeypatch)
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["problem_type"] == "regression" and config["ser_hf_task"] == "regression"
+    assert list(config["id2label"].values()) == ["arousal", "dominance"] == metrics["targets"]
+    assert {"ccc_arousal", "ccc_dominance", "ccc_mean"} <= set(metrics["test"]) and "pred_valence" not in rows[0]
+
+    spec = load_spec([*overrides, f"data.cache_dir={gen_cache / 'datasets'}"])
+    test_ds = load_data(spec.data, spec.seed).tests["iemocap"]
+    model = AutoModelForAudioClassification.from_pretrained(out / "model").eval()
+    fe = AutoFeatureExtractor.from_pretrained(out / "model")
+    pred = {r["file"]: [float(r["pred_arousal"]), float(r["pred_dominance"])] for r in rows if r["split"] == "test"}
+    for i in range(2):
+        audio = test_ds[i]["audio"]
+        inputs = fe(np.asarray(audio["array"], dtype=np.float32), sampling_rate=audio["sampling_rate"],
+                    return_tensors="pt")
+        with torch.no_grad():
+            values = model(**inputs).logits[0].numpy()
+        np.testing.assert_allclose(values, pred[test_ds[i]["file"]], atol=1e-4)
+
+
+def test_probe_regression_and_transformer_multitask(tmp_path, gen_cache, monkeypatch, w2v_dir):
+    """The probe family regresses (test mean CCC > 0.3 on a tiny random encoder's states: the generated ratings
+    follow loudness and pitch, which survive even random convolutions); a transformer multitask model writes
+    class probabilities and values, and its id2label names labels then targets."""
+    from ser_hf.tasks import ModelTask
+
+    common = ["data.corpus=iemocap", "data.synthetic={speakers:6,per_class:3,seed:0}", "data.data_dir=null"]
+    out, metrics, rows = _run(["recipe=whisper_probe_emodb", "task=regression", f"embeddings.name_or_path={w2v_dir}",
+                               *common], tmp_path, gen_cache, monkeypatch, name="probe")
+    assert metrics["test"]["ccc_mean"] > 0.3, metrics["test"]
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert ModelTask.from_config(config) == ModelTask("regression", ("arousal", "valence", "dominance"))
+
+    out, metrics, rows = _run(["recipe=wav2vec2_emodb", "task=multitask", "targets=[valence]",
+                               f"model.name_or_path={w2v_dir}", "trainer.max_epochs=1", *common],
+                              tmp_path, gen_cache, monkeypatch, name="mt")
+    config = json.loads((out / "model" / "config.json").read_text())
+    task = ModelTask.from_config(config)
+    assert task.task == "multitask" and task.targets == ("valence",) and len(task.labels) == 4
+    assert list(config["id2label"].values())[-1] == "valence"
+    assert {"macro_f1", "ccc_valence"} <= set(metrics["test"])
+    assert {"prob_anger", "pred_valence", "true_valence"} <= set(rows[0])
+    probs = np.array([[float(r[f"prob_{n}"]) for n in task.labels] for r in rows])
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
