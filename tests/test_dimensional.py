@@ -284,7 +284,7 @@ def test_trainer_regresses_and_fold_target_scale_gives_ratings(tmp_path):
     from torch import nn
     from transformers.modeling_outputs import SequenceClassifierOutput
 
-    from ser_hf.families.base import TargetScale
+    from ser_hf.tasks import TargetScale
     from ser_hf.models.heads import fold_target_scale
     from ser_hf.spec import TrainerConfig
     from ser_hf.tasks import ModelTask

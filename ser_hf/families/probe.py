@@ -35,7 +35,8 @@ from ..models.heads import fold_target_scale
 from ..models.probe import ProbeConfig, ProbeForAudioClassification
 from ..spec import SpecError, TrainerConfig
 from ..training import Trainer, make_dataloader
-from .base import ExperimentData, Family, Fitted, Predictions, TargetScale, eval_sets, output_scores, target_matrix
+from .base import (ExperimentData, Family, Fitted, Predictions, TargetScale, eval_sets, output_scores, target_matrix,
+                   target_scale)
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class ProbeFamily(Family):
         weights = balanced_class_weights(self._feats["train"]["label"], len(data.label_names)) if task.has_classes \
             else None
         self.trainer = Trainer(ProbeForAudioClassification(config), tcfg, out, class_weights=weights, task=task)
-        self.scale = TargetScale.of(self._feats["train"], task.targets) if task.has_values else None
+        self.scale = target_scale(self._feats["train"], task.targets) if task.has_values else None
         kw = {"targets": task.targets, "scale": self.scale}
         validation = self._feats.get("validation")
         result = self.trainer.fit(embedding_loader(self._feats["train"], tcfg, True, **kw),

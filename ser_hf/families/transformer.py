@@ -26,7 +26,7 @@ from ..models.lora import apply_lora, merge_and_save, save_adapter
 from ..models.whisper_crop import crop_whisper
 from ..spec import SpecError, TransformerModelConfig, unknown_key_error
 from ..training import Trainer
-from .base import ExperimentData, Family, Fitted, Predictions, TargetScale, output_scores
+from .base import ExperimentData, Family, Fitted, Predictions, output_scores, target_scale
 
 __all__ = ["TransformerFamily"]
 
@@ -59,7 +59,7 @@ class TransformerFamily(Family):
             ds, self.feature_extractor, train=train, batch_size=tcfg.batch_size if train else tcfg.eval_batch,
             max_duration_s=spec.model.max_duration_s, seed=spec.seed, eval_chunk_s=spec.model.eval_chunk_s,
             eval_overlap_s=spec.model.eval_overlap_s, num_workers=tcfg.num_workers, targets=self.task.targets,
-            target_scale=(self.scale.mean, self.scale.std) if self.scale is not None else None)
+            target_scale=self.scale)
 
     def fit(self, data: ExperimentData, out: Path) -> Fitted:
         spec, settings, peft = self.spec, self.spec.model, self.spec.peft
@@ -71,7 +71,7 @@ class TransformerFamily(Family):
             task=task, **settings.config_overrides,
         )
         # dimensional runs train on standardised targets; the scale is folded into the head after training
-        self.scale = TargetScale.of(data.train, task.targets) if task.has_values else None
+        self.scale = target_scale(data.train, task.targets) if task.has_values else None
         if settings.whisper_crop:  # no-op for non-Whisper models
             model, self.feature_extractor = crop_whisper(model, self.feature_extractor, settings.max_duration_s)
         if peft.enabled:

@@ -111,7 +111,7 @@ class AudioCollator:
     Batches: ``input_values`` (waveforms, AST frames) or ``input_features`` (Whisper), ``attention_mask``
     only for checkpoints that use it (see :func:`featurize`), ``labels`` (int64) when rows have a label,
     ``clip_id`` (int64) when rows have one, ``targets`` (float32, rows x targets) of a dimensional run: the
-    ``targets`` columns standardised as ``(value - mean) / std`` with ``target_scale=(mean, std)``.
+    ``targets`` columns standardised with ``target_scale`` (a :class:`~ser_hf.tasks.TargetScale`).
     """
 
     def __init__(self, feature_extractor, max_duration_s: float | None = None, train: bool = False, seed: int = 0,
@@ -175,7 +175,7 @@ class AudioCollator:
         if self.targets:
             values = np.array([[float(row[t]) for t in self.targets] for row in rows], dtype=np.float64)
             if self.target_scale is not None:
-                values = (values - np.asarray(self.target_scale[0])) / np.asarray(self.target_scale[1])
+                values = self.target_scale.standardise(values)
             batch["targets"] = torch.tensor(values, dtype=torch.float32)
         return batch
 
