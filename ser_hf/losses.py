@@ -1,5 +1,5 @@
-"""Classification losses for the training loop: cross-entropy (optionally class-weighted and/or
-label-smoothed) and focal loss.
+"""Losses for the training loop: cross-entropy (optionally class-weighted and/or label-smoothed) and focal
+loss for classes; 1 - CCC or MSE for dimensional values (:func:`build_regression_loss`).
 
 The loop computes the loss from the model's logits (the models are never handed ``labels``), so
 every neural family trains with the same, recipe-selected criterion.
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
-from .spec import LOSSES
+from .spec import LOSSES, REGRESSION_LOSSES
 
 
 def balanced_class_weights(labels: Sequence[int], num_labels: int) -> torch.Tensor:
@@ -118,3 +118,32 @@ def build_loss(name: str, class_weights: Sequence[float] | torch.Tensor | None =
                              "Trainer (e.g. ser_hf.losses.balanced_class_weights(train_labels, num_labels))")
         focal_alpha = weights
     return FocalLoss(alpha=focal_alpha, gamma=focal_gamma, label_smoothing=label_smoothing)
+
+
+class CCCLoss(nn.Module):
+    """``1 - mean_t CCC(values[:, t], targets[:, t])`` over the batch (Lin's concordance correlation, population
+    moments, the same formula as :func:`ser_hf.metrics.ccc`). A batch of one row has no variance: its CCC term
+    falls back to the squared error, so tiny last batches still give a gradient."""
+
+    def __init__(self, eps: float = 1e-8):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, values: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        values, targets = values.float().reshape(len(values), -1), targets.float().reshape(len(targets), -1)
+        if values.shape != targets.shape:
+            raise ValueError(f"CCCLoss: values {tuple(values.shape)} and targets {tuple(targets.shape)} differ")
+        if len(values) < 2:
+            return F.mse_loss(values, targets)
+        mv, mt = values.mean(0), targets.mean(0)
+        cov = ((values - mv) * (targets - mt)).mean(0)
+        denom = values.var(0, unbiased=False) + targets.var(0, unbiased=False) + (mv - mt) ** 2
+        return 1.0 - (2 * cov / (denom + self.eps)).mean()
+
+
+def build_regression_loss(name: str) -> nn.Module:
+    """The criterion ``(values, targets) -> scalar`` for a recipe's ``trainer.regression_loss``: "ccc"
+    (:class:`CCCLoss`) or "mse" (``nn.MSELoss``), both on (n, targets) float tensors."""
+    if name not in REGRESSION_LOSSES:
+        raise ValueError(f"trainer.regression_loss={name!r} is not a known loss; choose one of {list(REGRESSION_LOSSES)}")
+    return CCCLoss() if name == "ccc" else nn.MSELoss()

@@ -1,4 +1,6 @@
-"""The one reporter every model family goes through: macro-F1, accuracy, UAR, weighted F1, per class, confusion matrix.
+"""The one reporter every model family goes through: macro-F1, accuracy, UAR, weighted F1, per class, confusion matrix;
+for dimensional (regression) runs CCC, Pearson and MAE per target and the mean CCC (:func:`compute_regression_metrics`,
+:class:`SERRegressionMetrics`).
 
 Emotion corpora are imbalanced, so accuracy alone hides a model that ignores the
 rare classes; macro-F1 (the model-selection metric) and UAR (unweighted average
@@ -160,3 +162,104 @@ class SERMetrics(evaluate.Metric):
             raise ValueError("SERMetrics needs label_names: pass SERMetrics(label_names=[...]) or "
                              "compute(..., label_names=[...])")
         return compute_metrics(references, predictions, names)
+
+
+# ------------------------------------------------------------------------------ dimensional (regression) scores
+
+REGRESSION_KEYS = ("ccc", "pearson", "mae")  # per target: ccc_<t>, pearson_<t>, mae_<t>; plus ccc_mean
+
+
+def _pair(y_true, y_pred, what: str) -> tuple[np.ndarray, np.ndarray]:
+    t = np.asarray(y_true, dtype=np.float64).reshape(-1)
+    p = np.asarray(y_pred, dtype=np.float64).reshape(-1)
+    if t.shape != p.shape:
+        raise ValueError(f"{what}: y_true ({t.size}) and y_pred ({p.size}) differ in length")
+    if t.size < 2:
+        raise ValueError(f"{what}: needs at least 2 values, got {t.size}")
+    if not (np.isfinite(t).all() and np.isfinite(p).all()):
+        raise ValueError(f"{what}: NaN/inf values (skip unrated rows before scoring)")
+    return t, p
+
+
+def ccc(y_true, y_pred) -> float:
+    """Lin's concordance correlation coefficient ``2 cov / (var_t + var_p + (mean_t - mean_p)^2)``
+    (population moments, as the AVEC/MSP-Podcast challenges compute it). 0 when both are constant and
+    differ; 1 when both are the same constant."""
+    t, p = _pair(y_true, y_pred, "ccc")
+    mt, mp = t.mean(), p.mean()
+    cov = ((t - mt) * (p - mp)).mean()
+    denom = t.var() + p.var() + (mt - mp) ** 2
+    return 1.0 if denom == 0 else float(2 * cov / denom)
+
+
+def pearson(y_true, y_pred) -> float:
+    """Pearson correlation; 0 when either side is constant (undefined otherwise)."""
+    t, p = _pair(y_true, y_pred, "pearson")
+    st, sp = t.std(), p.std()
+    if st == 0 or sp == 0:
+        return 0.0
+    return float(((t - t.mean()) * (p - p.mean())).mean() / (st * sp))
+
+
+def compute_regression_metrics(true, pred, targets: Sequence[str]) -> dict[str, Any]:
+    """Per target ``ccc_<t>``, ``pearson_<t>``, ``mae_<t>``, then ``ccc_mean`` (over targets) and
+    ``num_examples``. ``true``/``pred``: (n, len(targets)) arrays (a 1-D array for one target)."""
+    targets = [str(t) for t in targets]
+    if not targets:
+        raise ValueError("compute_regression_metrics: targets is empty")
+    t = np.asarray(true, dtype=np.float64)
+    p = np.asarray(pred, dtype=np.float64)
+    t, p = (a.reshape(-1, 1) if a.ndim == 1 else a for a in (t, p))
+    if t.shape != p.shape or t.shape[1] != len(targets):
+        raise ValueError(f"compute_regression_metrics: true {t.shape} and pred {p.shape} must both be "
+                         f"(n, {len(targets)}) for targets {targets}")
+    out: dict[str, Any] = {}
+    for j, name in enumerate(targets):
+        out[f"ccc_{name}"] = ccc(t[:, j], p[:, j])
+        out[f"pearson_{name}"] = pearson(t[:, j], p[:, j])
+        out[f"mae_{name}"] = float(np.abs(t[:, j] - p[:, j]).mean())
+    out["ccc_mean"] = float(np.mean([out[f"ccc_{n}"] for n in targets]))
+    out["targets"] = targets
+    out["num_examples"] = int(t.shape[0])
+    return out
+
+
+_REG_DESCRIPTION = """Dimensional emotion scores: concordance correlation (CCC), Pearson correlation and mean
+absolute error per target (arousal, valence, dominance), and the mean CCC over targets."""
+
+_REG_KWARGS_DESCRIPTION = """
+Args:
+    predictions (list of list of float): predicted values, one row per clip, one column per target.
+    references (list of list of float): true values, same layout.
+    targets (list of str): the target names in column order; may also be given to the constructor.
+Returns:
+    dict: see ser_hf.metrics.compute_regression_metrics.
+Examples:
+    >>> SERRegressionMetrics(targets=["arousal"]).compute(predictions=[[1.0], [2.0]], references=[[1.0], [2.0]])["ccc_mean"]
+    1.0
+"""
+
+
+class SERRegressionMetrics(SERMetrics):
+    """``evaluate`` wrapper of :func:`compute_regression_metrics` (in memory by default, like :class:`SERMetrics`)."""
+
+    def __init__(self, targets: Sequence[str] | None = None, keep_in_memory: bool | None = None, **kwargs):
+        self.targets = list(targets) if targets is not None else None
+        super().__init__(label_names=None, keep_in_memory=keep_in_memory, **kwargs)
+
+    def _info(self) -> evaluate.MetricInfo:
+        return evaluate.MetricInfo(
+            description=_REG_DESCRIPTION,
+            citation="Lin, L. I. (1989). A concordance correlation coefficient to evaluate reproducibility.",
+            inputs_description=_REG_KWARGS_DESCRIPTION,
+            features=datasets.Features({"predictions": datasets.Sequence(datasets.Value("float64")),
+                                        "references": datasets.Sequence(datasets.Value("float64"))}),
+            reference_urls=["https://doi.org/10.2307/2532051"],
+        )
+
+    def _compute(self, predictions, references, targets: Sequence[str] | None = None) -> dict[str, Any]:
+        names = targets if targets is not None else self.targets
+        if names is None:
+            raise ValueError("SERRegressionMetrics needs targets: pass SERRegressionMetrics(targets=[...]) or "
+                             "compute(..., targets=[...])")
+        return compute_regression_metrics(references, predictions, names)

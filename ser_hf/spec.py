@@ -438,6 +438,7 @@ PLATEAU_MONITORS = ("val_loss", "val_macro_f1")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 TRACKERS = ("tensorboard", "wandb")
 LOSSES = ("ce", "weighted_ce", "focal")
+REGRESSION_LOSSES = ("ccc", "mse")  # task=regression|multitask: 1 - CCC (mean over targets) | mean squared error
 
 
 @dataclass
@@ -476,6 +477,10 @@ class TrainerConfig:
     freeze_steps: int = 0
     freeze_prefixes: list = field(default_factory=list)
     progress_bar: bool = True  # tqdm on the main process
+    # task=regression|multitask (issue 14): the loss on the dimensional values (computed on standardised
+    # targets), and in multitask runs its weight: loss = class loss + regression_weight * regression loss
+    regression_loss: str = "ccc"  # ccc | mse
+    regression_weight: float = 1.0
 
     def __post_init__(self):
         def bad(key, problem):
@@ -495,6 +500,7 @@ class TrainerConfig:
         choice("scheduler", SCHEDULERS)
         choice("plateau_monitor", PLATEAU_MONITORS)
         choice("loss", LOSSES)
+        choice("regression_loss", REGRESSION_LOSSES)
         choice("mixed_precision", MIXED_PRECISION)
         if self.log_with is not None:
             choice("log_with", TRACKERS)
@@ -503,6 +509,9 @@ class TrainerConfig:
                 bad(key, "must be an integer >= 1")
         if self.eval_batch_size is not None and (not isinstance(self.eval_batch_size, int) or self.eval_batch_size < 1):
             bad("eval_batch_size", "must be an integer >= 1 or null (= batch_size)")
+        if isinstance(self.regression_weight, bool) or not isinstance(self.regression_weight, (int, float)) \
+                or not self.regression_weight > 0:
+            bad("regression_weight", "must be a number > 0")
         for key in ("learning_rate", "weight_decay", "l1", "focal_gamma", "warmup_ratio", "label_smoothing"):
             if not isinstance(getattr(self, key), (int, float)) or getattr(self, key) < 0:
                 bad(key, "must be a number >= 0")
@@ -652,6 +661,14 @@ CLASSIC_PARAMS: dict[str, tuple[str, ...]] = {
                             "max_iter", "n_jobs", "penalty", "random_state", "solver", "tol", "verbose",
                             "warm_start"),
 }
+# Regressors of the classic / embedding families (task=regression): SVR, Ridge (one per target, on
+# standardised targets: ser_hf.models.classic).
+CLASSIC_PARAMS.update({
+    "svr": ("C", "cache_size", "coef0", "degree", "epsilon", "gamma", "kernel", "max_iter", "shrinking", "tol",
+            "verbose"),
+    "ridge": ("alpha", "copy_X", "fit_intercept", "max_iter", "positive", "random_state", "solver", "tol"),
+})
+CLASSIC_REGRESSORS = ("svr", "ridge")
 CLASSIC_CLASSIFIERS = tuple(CLASSIC_PARAMS)
 
 
@@ -795,8 +812,8 @@ BASELINE_FAMILIES = tuple(BASELINE_MODEL_KEYS)
 
 # ========================================================================================== run spec
 
-TOP_LEVEL_KEYS = ("recipe_name", "seed", "output_dir", "resume", "overwrite", "debug", "data", "features", "augment",
-                  "model", "trainer", "peft", "embeddings", "hub", "description")
+TOP_LEVEL_KEYS = ("recipe_name", "seed", "output_dir", "resume", "overwrite", "debug", "task", "targets", "data",
+                  "features", "augment", "model", "trainer", "peft", "embeddings", "hub", "description")
 OPTIONAL_SECTIONS = ("features", "augment", "trainer", "peft", "embeddings")
 SECTION_TYPES = {"features": FeatureConfig, "augment": AugmentConfig, "trainer": TrainerConfig,
                  "peft": PeftConfig, "embeddings": EmbeddingConfig}
@@ -824,11 +841,91 @@ class RunSpec:
     overwrite: bool = False  # move an existing run folder aside and start afresh (ser_hf.runfolder.claim)
     debug: bool = False  # scripts: full traceback of config/user errors
     raw: dict = field(default_factory=dict)
+    task: str = "classification"  # classification | regression | multitask (ser_hf.tasks.ModelTask)
+    targets: tuple[str, ...] = ()  # the dimensions a regression/multitask run predicts (empty: classification)
 
     @property
     def features_section(self) -> dict | None:
         """The recipe's ``features:`` as written (for metrics.json), None when empty."""
         return self.raw.get("features") or None
+
+
+# ============================================================================== task (issue 14, items 3-4)
+
+TASKS = ("classification", "regression", "multitask")  # ser_hf.tasks.ModelTask reads these
+DIMENSIONS = ("arousal", "valence", "dominance")  # = ser_hf.data.labels.DIMENSIONS (tested)
+DIMENSIONAL_CORPORA = ("iemocap", "msp_podcast", "manifest")  # = ser_hf.data.labels.DIMENSIONAL_CORPORA (tested)
+# Families with a regression head, and those with a multitask (class logits + values) one.
+REGRESSION_FAMILIES = ("lstm", "cnn1d", "cnn2d", "cnn_lstm", "cnn7", "classic", "embedding", "transformer")
+MULTITASK_FAMILIES = ("lstm", "cnn1d", "cnn2d", "cnn_lstm", "cnn7")
+
+
+def parse_task(raw: Mapping, family: str, data: DataConfig, built: dict) -> tuple[str, tuple[str, ...]]:
+    """``task`` and ``targets`` checked against the family, the corpus and the other sections; what is not
+    built for dimensional runs (LoRA, cross-/multi-corpus, the probe family, classic multitask) is refused
+    here, naming the key, before anything is read."""
+    task = raw.get("task") or "classification"
+    if task not in TASKS:
+        hint = closest(str(task), TASKS)
+        raise SpecError(f"task={task!r}: choose one of {list(TASKS)}" + (f" (did you mean {hint!r}?)" if hint else ""))
+    given = raw.get("targets")
+    trainer = built.get("trainer")
+    if task == "classification":
+        if given is not None:
+            raise SpecError(f"targets={plain(given)!r} is set but task=classification predicts classes only: "
+                            "add task=regression (or task=multitask), or remove targets")
+        if trainer is not None:
+            changed = [k for k in ("regression_loss", "regression_weight")
+                       if getattr(trainer, k) != getattr(TrainerConfig, k)]
+            if changed:
+                raise SpecError(f"trainer.{changed[0]} is set but task=classification has no regression head: "
+                                "add task=regression or task=multitask, or remove it")
+        return task, ()
+    targets = DIMENSIONS if given is None else given
+    if isinstance(targets, str):
+        targets = [targets]
+    targets = tuple(plain(targets))
+    if not targets:
+        raise SpecError(f"targets=[]: task={task} needs at least one of {list(DIMENSIONS)}")
+    for t in targets:
+        if t not in DIMENSIONS:
+            hint = closest(str(t), DIMENSIONS)
+            raise SpecError(f"targets: unknown target {t!r}; choose from {list(DIMENSIONS)}"
+                            + (f" (did you mean {hint!r}?)" if hint else ""))
+    if len(set(targets)) != len(targets):
+        raise SpecError(f"targets={list(targets)} names a target twice")
+    if data.corpus not in DIMENSIONAL_CORPORA:
+        raise SpecError(f"task={task}: data.corpus={data.corpus} has no arousal/valence/dominance ratings; corpora "
+                        f"with them: {list(DIMENSIONAL_CORPORA)} (a manifest needs arousal/valence/dominance columns)")
+    if data.test_corpus is not None or data.extra_train:
+        key = "data.test_corpus" if data.test_corpus is not None else "data.extra_train"
+        raise SpecError(f"task={task} with {key}: cross-/multi-corpus dimensional runs are not built (rating "
+                        "scales differ between corpora); train and test on one corpus")
+    if family not in REGRESSION_FAMILIES:
+        raise SpecError(f"task={task}: model.family={family} has no regression head; families that regress: "
+                        f"{list(REGRESSION_FAMILIES)}")
+    if task == "multitask" and family not in MULTITASK_FAMILIES:
+        raise SpecError(f"task=multitask: model.family={family} has no multitask head (class logits + values); "
+                        f"use task=regression, or one of {list(MULTITASK_FAMILIES)}")
+    peft = built.get("peft")
+    if peft is not None and peft.enabled:
+        raise SpecError(f"task={task} with peft.enabled=true: LoRA dimensional runs are not built; "
+                        "fine-tune the whole model (peft.enabled=false)")
+    return task, targets
+
+
+def check_task_model(task: str, family: str, model: Mapping) -> None:
+    """The classic/embedding estimator (``model.classifier`` of the recipe's ``model:`` mapping) suits the
+    task: a regressor (svr, ridge) for regression, a classifier otherwise."""
+    if FAMILY_SPECS[family].parse_model is not _classic_model:
+        return
+    classifier = model.get("classifier", ClassicModelConfig.classifier)
+    if task == "regression" and classifier not in CLASSIC_REGRESSORS:
+        raise SpecError(f"model.classifier={classifier} is a classifier but task=regression: use "
+                        f"model.classifier=svr or ridge (one regressor per target)")
+    if task != "regression" and classifier in CLASSIC_REGRESSORS:
+        raise SpecError(f"model.classifier={classifier} is a regressor (task=regression only); for "
+                        f"task={task} choose one of {[c for c in CLASSIC_CLASSIFIERS if c not in CLASSIC_REGRESSORS]}")
 
 
 # Display-only keys: every family honours them (a family without a training loop has nothing to show),
@@ -889,9 +986,12 @@ def parse_spec(cfg: Mapping | DictConfig) -> RunSpec:
         raise SpecError(f"augment.spec_augment masks feature batches of the baseline families; "
                         f"model.family={family} has none: remove it (waveform transforms do apply)")
     resume, overwrite, debug = (parse_bool(raw.get(k, False), k) for k in ("resume", "overwrite", "debug"))
+    task, targets = parse_task(raw, family, data, built)
+    check_task_model(task, family, model)
+    parsed_model = fam.parse_model(family, model)
     return RunSpec(
         recipe_name=raw.get("recipe_name"), seed=seed, output_dir=str(raw.get("output_dir") or ""),
-        resume=resume, family=family, data=data, model=fam.parse_model(family, model),
+        resume=resume, family=family, data=data, model=parsed_model, task=task, targets=targets,
         features=built["features"], augment=built["augment"], trainer=built["trainer"], peft=built["peft"],
         embeddings=built["embeddings"], hub=build(HubConfig, section("hub"), "hub"),
         description=raw.get("description"), overwrite=overwrite, debug=debug, raw=raw,

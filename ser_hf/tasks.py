@@ -8,7 +8,8 @@ One definition shared by training, saving, loading and prediction (issue 14, ite
 
 A saved model's ``config.json`` records the task as ``"ser_hf_task"`` and ``"ser_hf_targets"``
 (:meth:`ModelTask.to_config`); a config without them is a classification model, so older models keep
-loading (:meth:`ModelTask.from_config`). numpy only: this sits at the bottom of the layering (with clips).
+loading (:meth:`ModelTask.from_config`). numpy (and the task names of the torch-free spec) only: this sits at
+the bottom of the layering (with clips).
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-TASKS = ("classification", "regression", "multitask")
+from .spec import TASKS
+
+__all__ = ["ModelTask", "TASKS", "TARGETS_KEY", "TASK_KEY"]
+
 TASK_KEY = "ser_hf_task"
 TARGETS_KEY = "ser_hf_targets"
 

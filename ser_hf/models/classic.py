@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import skops.io as sio
 from sklearn.ensemble import RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import GridSearchCV, GroupKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC
+from sklearn.svm import SVC, SVR
 
 from ..clips import softmax
 
@@ -32,12 +32,17 @@ CLASSIFIERS = {
     "svm": SVC,
     "random_forest": RandomForestClassifier,
     "logistic_regression": LogisticRegression,
+    "svr": SVR,  # regressors (task=regression): ClassicClassifier(..., targets=[...])
+    "ridge": Ridge,
 }
+REGRESSORS = ("svr", "ridge")
 # Defaults applied unless the recipe overrides them: fixed seeds so reruns give identical models.
 _DEFAULT_KWARGS: dict[str, dict[str, Any]] = {
     "svm": {},
     "random_forest": {"n_estimators": 300, "random_state": 0, "n_jobs": 1},
     "logistic_regression": {"max_iter": 2000},
+    "svr": {},
+    "ridge": {},
 }
 # Types outside skops' built-in safe set that our pipelines legitimately contain. Loading refuses anything else,
 # so a tampered model.skops cannot smuggle in arbitrary callables.
