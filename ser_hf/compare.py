@@ -590,6 +590,11 @@ def _p_text(p: float) -> str:
     return f"{p:.2g}"
 
 
+def _boot_p_text(p: float, n_resamples: int) -> str:
+    # The smallest p a bootstrap of B resamples can give is 2/(B+1): say "≤" there, not "=".
+    return f"p ≤ {_p_text(p)}" if p <= 2 / (n_resamples + 1) + 1e-15 else f"p = {_p_text(p)}"
+
+
 def _comparison_markdown(res: dict) -> str:
     rows, pairs, alpha = res["rows"], res["pairs"], res["alpha"]
     folds = res["folds"]
@@ -632,9 +637,7 @@ def _comparison_markdown(res: dict) -> str:
     lines.append("")
     for p in pairs:
         verdict = "significant" if p["significant"] else "not significant"
-        # The smallest p a bootstrap of B resamples can give is 2/(B+1): say "≤" there, not "=".
-        at_floor = p["bootstrap_p"] <= 2 / (p["n_resamples"] + 1) + 1e-15
-        boot_p = f"p ≤ {_p_text(p['bootstrap_p'])}" if at_floor else f"p = {_p_text(p['bootstrap_p'])}"
+        boot_p = _boot_p_text(p["bootstrap_p"], p["n_resamples"])
         text = (f"- **{p['recipe_a']} vs {p['recipe_b']}**: ΔF1 = {_signed(p['delta_macro_f1'])} "
                 f"[{_signed(p['ci_low'])}, {_signed(p['ci_high'])}], {boot_p}")
         if len(pairs) > 1:
@@ -703,7 +706,7 @@ def _value_comparison_markdown(res: dict, header: bool) -> str:
     lines.append("")
     for p in pairs:
         text = (f"- **{p['recipe_a']} vs {p['recipe_b']}**: mean CCC {p['ccc_mean_a']:.3f} vs {p['ccc_mean_b']:.3f}, "
-                f"Δ = {_signed(p['delta_ccc_mean'])}, p = {_p_text(p['bootstrap_p'])}"
+                f"Δ = {_signed(p['delta_ccc_mean'])}, {_boot_p_text(p['bootstrap_p'], p['n_resamples'])}"
                 f"{', Holm-adjusted p = ' + _p_text(p['bootstrap_p_holm']) if len(pairs) > 1 else ''} — "
                 f"{'significant' if p['significant'] else 'not significant'} at {alpha:g}.")
         differing = [t for t in targets if p[f"ccc_{t}_significant"]]

@@ -173,6 +173,12 @@ def ensemble(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike | No
     if weights not in WEIGHTS:
         raise ValueError(f"weights={weights!r} is not one of {list(WEIGHTS)}")
     members = [load_member(p) for p in paths]
+    for m in members:
+        run = next(iter(m.runs.values()))
+        if not run.has_labels:
+            raise ValueError(f"member {m.name!r} ({m.path}) is a {run.task} run (dimension values "
+                             f"{list(run.targets)}, no class probabilities): late fusion here averages class "
+                             "probabilities; averaging regression members' pred_<target> values is not implemented")
     folds = _check_plan(members)
     first = next(iter(members[0].runs.values()))
     label_names = first.label_names

@@ -162,12 +162,11 @@ def holm(pvalues: Sequence[float]) -> list[float]:
 def ccc(true: np.ndarray, pred: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """Lin's concordance correlation ``2·cov / (var_t + var_p + (mean_t − mean_p)²)`` (population moments)
     over the clip axis (second to last) of ``true``/``pred`` shaped ``(..., clips, targets)``; returns
-    ``(..., targets)``. ``weights`` ``(..., clips)`` (counts or 0/1) restricts or repeats clips, which is how
+    ``(..., targets)``. ``weights`` ``(..., clips)`` (counts or 0/1, broadcast against the clips) restricts or repeats clips, which is how
     a bootstrap resample or a gender group is scored without copying. Both sides one and the same constant
     give 1, no clips NaN. Vectorised because a bootstrap needs thousands of CCCs; same definition as ``ser_hf.metrics.ccc`` (a test checks it)."""
     t, p = np.asarray(true, dtype=np.float64), np.asarray(pred, dtype=np.float64)
-    w = np.ones(t.shape[:-1]) if weights is None else np.asarray(weights, dtype=np.float64)
-    w = np.broadcast_to(w, t.shape[:-1])[..., None]
+    w = (np.ones(t.shape[:-1]) if weights is None else np.asarray(weights, dtype=np.float64))[..., None]
     n = w.sum(axis=-2)
     with np.errstate(invalid="ignore", divide="ignore"):
         mt, mp = (w * t).sum(axis=-2) / n, (w * p).sum(axis=-2) / n

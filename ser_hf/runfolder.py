@@ -681,6 +681,9 @@ class RunResult:
 
     def label_indices(self) -> tuple[np.ndarray, np.ndarray]:
         """(references, predictions) of the test clips as indices into ``label_names``."""
+        if not self.has_labels:
+            raise ValueError(f"{self.run_dir}: a {self.task} run has no class labels (metrics.json task is "
+                             f"{self.task!r}); its predictions are dimension values {list(self.targets)}")
         index = {name: i for i, name in enumerate(self.label_names)}
         refs, preds = [], []
         for row in self.test_rows:
