@@ -7,7 +7,8 @@ clear message (they are not graphs of tensors; ``predict.py`` runs them as they 
 
 The output folder holds ``model.onnx`` (fp32), with ``quantize=int8`` also ``model.int8.onnx`` (onnxruntime
 dynamic quantisation: int8 weights, activations quantised per batch at run time, no calibration data), the
-model's ``config.json`` (``id2label``), ``preprocessor_config.json`` (transformers) or ``feature_config.json``
+model's ``config.json`` (``id2label``; a dimensional model's task keys ``ser_hf_task``/``ser_hf_targets`` kept, so
+the exported graph's outputs are read as values), ``preprocessor_config.json`` (transformers) or ``feature_config.json``
 (baselines), and ``onnx_config.json`` (family, graph inputs, files, exporter, parity check at export time).
 ``predict.py model=OUT backend=onnx`` runs it with onnxruntime (:mod:`ser_hf.onnx_backend`).
 
@@ -161,6 +162,7 @@ def export_onnx(model_dir: str | os.PathLike, output_dir: str | os.PathLike, *, 
         "int8_ops": list(INT8_OPS) if quantize else None, "opset": opset,
         "exporter": f"torch.onnx.export (TorchScript tracer, dynamo=False), torch {torch.__version__}",
         "sampling_rate": predictor.sampling_rate, "export_max_abs_logit_diff": diff,
+        "task": predictor.task.task, "targets": list(predictor.task.targets),
     }
     (output_dir / ONNX_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     logger.info("exported %s -> %s (%s; max |logit diff| vs PyTorch %.1e)", model_dir, output_dir,
@@ -171,6 +173,10 @@ def export_onnx(model_dir: str | os.PathLike, output_dir: str | os.PathLike, *, 
 def _write_side_files(predictor, model_dir: Path, output_dir: Path) -> None:
     """Labels (config.json) and the input pipeline's settings beside the graph."""
     predictor.model.config.to_json_file(str(output_dir / "config.json"))
+    # the task keys as the source folder saved them (ModelTask.to_config), whatever the config class keeps
+    path = output_dir / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **predictor.task.to_config()}, indent=2,
+                               sort_keys=True) + "\n")
     if predictor.feature_extractor is not None:
         predictor.feature_extractor.save_pretrained(output_dir)
     for name in ("feature_config.json", "README.md"):
