@@ -259,7 +259,7 @@ class Predictor:
         else:
             X = np.stack([f.reshape(-1) for f in self._piece_features(pieces)])
         if self.task.has_values:  # a regressor: its predictions are the values, averaged over a clip's pieces
-            raw = np.asarray(self.model.predict(X), dtype=np.float64).reshape(len(X), -1)
+            raw = np.asarray(self.model.predict_values(X), dtype=np.float64).reshape(len(X), -1)
         else:  # probabilities averaged as log-probabilities (a normalised geometric mean), see ser_hf.clips
             raw = log_probabilities(self.model.predict_proba(X))
         return aggregate_clips(owner, raw)[1]
