@@ -31,10 +31,12 @@ from .data import load_corpus
 from .data.labels import labels_of
 from .data.synthetic import builder_options, generate_corpus
 from .families import ExperimentData, Family, Fitted, Predictions, get_family
-from .groups import group_metrics
+from .families.base import target_matrix
+from .groups import group_metrics, regression_group_metrics
 from .groups import summary as group_summary
 from .hub import model_card, push_to_hub
-from .metrics import compute_metrics
+from .metrics import compute_metrics, compute_regression_metrics
+from .tasks import ModelTask
 from .reporting import write_json, write_predictions, write_report
 from .runfolder import (atomic_write, check_data, claim, clip_files, data_fingerprint, replace_dir, too_short_clips,
                         write_checksums, write_fingerprint)
@@ -42,7 +44,7 @@ from .spec import DataConfig, RunSpec, SpecError, parse_spec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ExperimentData", "generated_corpus_dir", "load_data", "main", "process_state", "run"]
+__all__ = ["ExperimentData", "drop_unrated", "generated_corpus_dir", "load_data", "main", "process_state", "run"]
 
 GENERATED_CACHE_ENV = "SER_HF_CACHE"
 
@@ -138,6 +140,48 @@ def load_data(data: DataConfig, seed: int) -> ExperimentData:
     return ExperimentData(train, validation, tests, list(main.info.label_names), info)
 
 
+def drop_unrated(data: ExperimentData, task: ModelTask) -> ExperimentData:
+    """Dimensional runs: rows without a rating (NaN) of some target leave every split and join
+    ``info["skipped"]`` (file, split, which targets); a corpus without the target columns is an error."""
+    data.task = task
+    if not task.has_values:
+        return data
+    targets = list(task.targets)
+    corpus = data.info.get("corpus")
+    missing = [t for t in targets if t not in data.train.column_names]
+    if missing:
+        raise ValueError(f"task={task.task}: the {corpus} data has no {missing} column(s); a manifest needs "
+                         f"{'/'.join(targets)} columns (or choose targets=[...] among those it has)")
+    skipped = []
+
+    def keep(ds, split):
+        if len(ds) == 0:
+            return ds
+        values = target_matrix(ds, targets)
+        bad = ~np.isfinite(values)
+        rows = np.flatnonzero(bad.any(axis=1))
+        files = ds["file"] if "file" in ds.column_names else [str(i) for i in range(len(ds))]
+        for i in rows:
+            names = [t for t, b in zip(targets, bad[i]) if b]
+            skipped.append({"file": files[i], "split": split, "reason": f"no {'/'.join(names)} rating (NaN)"})
+        return ds.select(np.flatnonzero(~bad.any(axis=1)).tolist()) if len(rows) else ds
+
+    data.train = keep(data.train, "train")
+    data.validation = keep(data.validation, "validation")
+    data.tests = {name: keep(ds, "test") for name, ds in data.tests.items()}
+    if skipped:
+        logger.warning("%d clip(s) without a %s rating were skipped (listed in metrics.json 'skipped')",
+                       len(skipped), "/".join(targets))
+        data.info["skipped"] = list(data.info.get("skipped") or []) + skipped
+    return data
+
+
+def model_task(spec: RunSpec, label_names) -> ModelTask:
+    """The run's :class:`~ser_hf.tasks.ModelTask` (labels only when the model predicts classes)."""
+    labels = tuple(label_names) if spec.task != "regression" else ()
+    return ModelTask(spec.task, tuple(spec.targets), labels)
+
+
 # Columns every corpus has; concatenating corpora keeps these only.
 COMMON_COLUMNS = ("audio", "file", "label", "speaker_id", "gender")
 
@@ -189,6 +233,7 @@ def run_claimed(spec: RunSpec, family: Family, out: Path, state) -> Path:
     logger.info("recipe %s -> %s", spec.recipe_name, out)
 
     data = load_data(spec.data, spec.seed)
+    data = drop_unrated(data, model_task(spec, data.label_names))
     splits = [data.train, data.validation, *data.tests.values()]
     data.info["too_short"] = too_short_clips(splits, min_clip_s(spec))
     data_fp = data_fingerprint(data.info, clip_files(splits, data.info.get("corpus")))
@@ -239,6 +284,8 @@ def run_metrics(spec: RunSpec, data: ExperimentData, fitted: Fitted, num_paramet
         "features": spec.features_section,
         "num_parameters": num_parameters,
         "label_names": data.label_names,
+        "task": data.task.task,
+        "targets": list(data.task.targets),
     }
     for key in ("train_corpus", "test_corpus", "corpora"):
         if key in data.info:
@@ -248,20 +295,35 @@ def run_metrics(spec: RunSpec, data: ExperimentData, fitted: Fitted, num_paramet
 
 def score_predictions(metrics: dict, predictions: Predictions, data: ExperimentData) -> list[dict]:
     """Add each evaluation set's scores to ``metrics`` (pooled test scores in multi-corpus runs) and
-    return the rows of predictions.csv."""
+    return the rows of predictions.csv. Dimensional runs (``data.task``) score CCC / Pearson / MAE per
+    target (per-speaker/gender groups by mean CCC in regression runs) and write ``true_<t>``/``pred_<t>``."""
     names = data.label_names
+    task = data.task
     rows = []
-    for split, (ds, probs) in predictions.items():
-        labels = np.asarray(ds["label"])
-        pred = probs.argmax(axis=1)
-        metrics[split] = compute_metrics(labels, pred, names)
+    for split, (ds, outputs) in predictions.items():
+        probs, values = task.split_outputs(outputs)
         genders = ds["gender"] if "gender" in ds.column_names else [""] * len(ds)  # per-speaker/gender (issue 15)
-        metrics[split].update(group_metrics(labels, pred, ds["speaker_id"], genders, names))
+        metrics[split] = {}
+        if probs is not None:
+            labels = np.asarray(ds["label"])
+            pred = probs.argmax(axis=1)
+            metrics[split] = compute_metrics(labels, pred, names)
+            metrics[split].update(group_metrics(labels, pred, ds["speaker_id"], genders, names))
+        if values is not None:
+            true = target_matrix(ds, task.targets)
+            metrics[split].update(compute_regression_metrics(true, values, task.targets))
+            if probs is None:
+                metrics[split].update(regression_group_metrics(true, values, ds["speaker_id"], genders, task.targets))
         corpus = split_corpus(split, data.info)
         for i, (f, spk) in enumerate(zip(ds["file"], ds["speaker_id"])):
-            rows.append({"split": split if ":" not in split else "test", "corpus": corpus, "file": f,
-                         "speaker_id": spk, "label": names[labels[i]], "prediction": names[pred[i]],
-                         **{f"prob_{n}": float(probs[i, j]) for j, n in enumerate(names)}, "gender": genders[i]})
+            row = {"split": split if ":" not in split else "test", "corpus": corpus, "file": f, "speaker_id": spk}
+            if probs is not None:
+                row.update({"label": names[labels[i]], "prediction": names[pred[i]],
+                            **{f"prob_{n}": float(probs[i, j]) for j, n in enumerate(names)}})
+            if values is not None:
+                for j, t in enumerate(task.targets):
+                    row[f"true_{t}"], row[f"pred_{t}"] = float(true[i, j]), float(values[i, j])
+            rows.append({**row, "gender": genders[i]})
     if any(k.startswith("test:") for k in metrics):
         metrics["test_per_corpus"] = {k.split(":", 1)[1]: metrics.pop(k) for k in list(metrics) if k.startswith("test:")}
         pooled = [r for r in rows if r["split"] == "test"]
@@ -290,13 +352,22 @@ def write_outputs(spec: RunSpec, family: Family, data: ExperimentData, fitted: F
     card = model_card(metrics, base_model=family.base_model, repo_id=spec.hub.repo_id, dataset_name=data.info["corpus"])
     card.save(tmp_dir / "README.md")
     replace_dir(tmp_dir, model_dir)
-    write_report(out, metrics, fitted.history)
+    write_report(out, metrics, fitted.history, predictions=rows)
     if spec.hub.push:
         push_to_hub(model_dir, spec.hub.repo_id, card=card, private=spec.hub.private)
     test = metrics.get("test") or {}
-    logger.info("%s: test macro-F1 %s  (%s)", spec.recipe_name, test.get("macro_f1"), out)
-    print(json.dumps({"output_dir": str(out), "test_macro_f1": test.get("macro_f1"),
-                      "validation_macro_f1": (metrics.get("validation") or {}).get("macro_f1")}))
+    summary = {"output_dir": str(out)}
+    if data.task.has_classes:
+        logger.info("%s: test macro-F1 %s  (%s)", spec.recipe_name, test.get("macro_f1"), out)
+        summary.update(test_macro_f1=test.get("macro_f1"),
+                       validation_macro_f1=(metrics.get("validation") or {}).get("macro_f1"))
+    if data.task.has_values:
+        ccc = {t: test.get(f"ccc_{t}") for t in data.task.targets}
+        logger.info("%s: test CCC %s, mean %s  (%s)", spec.recipe_name,
+                    ", ".join(f"{t} {v:.3f}" for t, v in ccc.items() if v is not None), test.get("ccc_mean"), out)
+        summary.update({f"test_ccc_{t}": v for t, v in ccc.items()}, test_ccc_mean=test.get("ccc_mean"),
+                       validation_ccc_mean=(metrics.get("validation") or {}).get("ccc_mean"))
+    print(json.dumps(summary))
 
 
 def main(argv: list[str] | None = None) -> Path:

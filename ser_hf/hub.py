@@ -42,6 +42,8 @@ CARD_METRICS = (
     ("weighted_f1", "f1", "weighted", "weighted-F1"),
 )
 DEFAULT_PREDICT_COMMAND = "python scripts/predict.py --model {model} clip.wav"
+TASK_TEXT = {"regression": "Dimensional speech emotion recognition",
+             "multitask": "Speech emotion recognition (classes and dimensions)"}
 
 
 def _split_corpus(metrics: Mapping[str, Any], split: str) -> str | None:
@@ -89,12 +91,14 @@ def eval_results(metrics: Mapping[str, Any], dataset_name: str | None = None) ->
             continue
         corpus = _split_corpus(metrics, split) or "unknown"
         name = dataset_name or CORPUS_NAMES.get(corpus, corpus)
-        for key, metric_type, config, display in CARD_METRICS:
+        dims = [(f"ccc_{t}", "ccc", t, f"CCC {t}") for t in metrics.get("targets") or []]
+        dims += [("ccc_mean", "ccc", "mean", "mean CCC")] if dims else []
+        for key, metric_type, config, display in (*CARD_METRICS, *dims):
             value = splits[split].get(key)
             if value is None:
                 continue
             results.append(EvalResult(
-                task_type=TASK, task_name="Speech emotion recognition",
+                task_type=TASK, task_name=TASK_TEXT.get(metrics.get("task"), "Speech emotion recognition"),
                 dataset_type=corpus, dataset_name=name, dataset_config=_protocol_config(metrics),
                 dataset_split=split, dataset_args=_dataset_args(metrics),
                 metric_type=metric_type, metric_value=round(float(value), 4), metric_config=config,
@@ -104,12 +108,27 @@ def eval_results(metrics: Mapping[str, Any], dataset_name: str | None = None) ->
 
 
 def _results_table(metrics: Mapping[str, Any]) -> str:
-    rows = ["| split | corpus | clips | macro-F1 | UAR | accuracy | weighted-F1 |",
-            "|---|---|---:|---:|---:|---:|---:|"]
-    for split, m in eval_splits(metrics).items():
-        rows.append(f"| {split} | {_split_corpus(metrics, split) or '-'} | {m.get('num_examples', '-')} | "
-                    f"{m['macro_f1']:.4f} | {m['uar']:.4f} | {m['accuracy']:.4f} | {m['weighted_f1']:.4f} |")
-    return "\n".join(rows)
+    splits = eval_splits(metrics)
+    tables = []
+    if any("macro_f1" in m for m in splits.values()):
+        rows = ["| split | corpus | clips | macro-F1 | UAR | accuracy | weighted-F1 |",
+                "|---|---|---:|---:|---:|---:|---:|"]
+        for split, m in splits.items():
+            rows.append(f"| {split} | {_split_corpus(metrics, split) or '-'} | {m.get('num_examples', '-')} | "
+                        f"{m['macro_f1']:.4f} | {m['uar']:.4f} | {m['accuracy']:.4f} | {m['weighted_f1']:.4f} |")
+        tables.append("\n".join(rows))
+    targets = list(metrics.get("targets") or [])
+    if targets and any("ccc_mean" in m for m in splits.values()):
+        rows = ["| split | corpus | clips | " + " | ".join(f"CCC {t}" for t in targets) + " | mean CCC | "
+                + " | ".join(f"Pearson {t}" for t in targets) + " | " + " | ".join(f"MAE {t}" for t in targets) + " |",
+                "|---|---|---:|" + "---:|" * (3 * len(targets) + 1)]
+        for split, m in splits.items():
+            cells = [f"{m[f'ccc_{t}']:.4f}" for t in targets] + [f"{m['ccc_mean']:.4f}"]
+            cells += [f"{m[f'pearson_{t}']:.4f}" for t in targets] + [f"{m[f'mae_{t}']:.4f}" for t in targets]
+            rows.append(f"| {split} | {_split_corpus(metrics, split) or '-'} | {m.get('num_examples', '-')} | "
+                        + " | ".join(cells) + " |")
+        tables.append("\n".join(rows))
+    return "\n\n".join(tables)
 
 
 def _labels(metrics: Mapping[str, Any]) -> list[str]:
@@ -187,8 +206,10 @@ def model_card(metrics: Mapping[str, Any], base_model: str | None = None, repo_i
         metrics=["f1", "recall", "accuracy"],
         eval_results=eval_results(metrics, dataset_name),
     )
-    if pipeline_compatible is None:
-        pipeline_compatible = base_model is not None
+    task = metrics.get("task") or "classification"
+    targets = list(metrics.get("targets") or [])
+    if pipeline_compatible is None:  # the audio-classification pipeline softmaxes: no use for rating outputs
+        pipeline_compatible = base_model is not None and task == "classification"
     model_ref = repo_id or model_name
     labels = _labels(metrics)
     speakers = metrics.get("speakers") or {}
@@ -201,6 +222,15 @@ def model_card(metrics: Mapping[str, Any], base_model: str | None = None, repo_i
         f"Speech emotion recognition model, {what}, on {', '.join(CORPUS_NAMES.get(c, c) for c in corpora)} "
         f"with ser_hf (recipe `{metrics.get('recipe', '-')}`).",
         "",
+    ]
+    if task != "classification":
+        test = eval_splits(metrics).get("test") or {}
+        ccc = ", ".join(f"{t} {test[f'ccc_{t}']:.3f}" for t in targets if test.get(f"ccc_{t}") is not None)
+        body += [f"**Task: {task}** — the model outputs "
+                 + ("class logits followed by " if task == "multitask" else "")
+                 + f"{', '.join(targets)} ratings in the training corpus's own units (not standardised). "
+                 + (f"Test CCC per dimension: {ccc} (mean {test['ccc_mean']:.3f})." if ccc else ""), ""]
+    body += [
         "## Results",
         "",
         f"Protocol: **{protocol_description(metrics)}**. Clip-level scores (window predictions averaged per "
@@ -219,11 +249,18 @@ def model_card(metrics: Mapping[str, Any], base_model: str | None = None, repo_i
             ids = list(speakers[split])
             body.append(f"- {split} speakers ({len(ids)}): {', '.join(map(str, ids)) or '-'}")
     if metrics.get("best_epoch") is not None:
-        body.append(f"- best epoch (validation macro-F1): {metrics['best_epoch']}")
+        score = "mean CCC" if task == "regression" else "macro-F1"
+        body.append(f"- best epoch (validation {score}): {metrics['best_epoch']}")
     for line in skipped_lines(metrics, limit=20):  # skipped and too-short clips, with their reasons
         body.append(f"  - `{line.strip()}`" if line.startswith("  ") else f"- {line}")
-    body += ["", "## Labels", "", "| id | label |", "|---:|---|"]
-    body += [f"| {i} | {name} |" for i, name in enumerate(labels)]
+    outputs = ([] if task == "regression" else [(name, "class logit") for name in labels]) + \
+        [(t, "rating") for t in (targets if task != "classification" else [])]
+    if task == "classification":
+        body += ["", "## Labels", "", "| id | label |", "|---:|---|"]
+        body += [f"| {i} | {name} |" for i, name in enumerate(labels)]
+    else:
+        body += ["", "## Outputs", "", "| id | output | kind |", "|---:|---|---|"]
+        body += [f"| {i} | {name} | {kind} |" for i, (name, kind) in enumerate(outputs)]
     body += ["", _how_to_use(model_ref, pipeline_compatible, predict_command), "", "## Training data licences", ""]
     body += [f"- {CORPUS_NAMES.get(c, c)}: {CORPUS_LICENCES.get(c, 'see the corpus distribution')}" for c in corpora]
     body += ["", "Models trained on a corpus may be bound by its terms; set the card's `license` accordingly.", ""]

@@ -147,3 +147,31 @@ def build_regression_loss(name: str) -> nn.Module:
     if name not in REGRESSION_LOSSES:
         raise ValueError(f"trainer.regression_loss={name!r} is not a known loss; choose one of {list(REGRESSION_LOSSES)}")
     return CCCLoss() if name == "ccc" else nn.MSELoss()
+
+
+class TaskLoss(nn.Module):
+    """The training criterion of a :class:`~ser_hf.tasks.ModelTask`: ``outputs`` are the model's raw rows
+    ([class logits..., values...]); classification: ``class_loss(logits, labels)``; regression:
+    ``regression_loss(values, targets)``; multitask: ``class_loss + weight * regression_loss``. ``targets`` are
+    the (standardised) target values, (n, len(task.targets))."""
+
+    def __init__(self, task, class_loss: nn.Module | None, regression_loss: nn.Module | None, weight: float = 1.0):
+        super().__init__()
+        self.task = task
+        self.class_loss = class_loss
+        self.regression_loss = regression_loss
+        self.weight = float(weight)
+
+    def forward(self, outputs: torch.Tensor, labels: torch.Tensor | None = None,
+                targets: torch.Tensor | None = None) -> torch.Tensor:
+        n = len(self.task.labels) if self.task.has_classes else 0
+        loss = None
+        if self.task.has_classes:
+            loss = self.class_loss(outputs[..., :n], labels)
+        if self.task.has_values:
+            if targets is None:
+                raise ValueError(f"task={self.task.task}: batches need a 'targets' entry (the {list(self.task.targets)} "
+                                 "values) to compute the regression loss")
+            reg = self.regression_loss(outputs[..., n:], targets.to(outputs.dtype))
+            loss = reg if loss is None else loss + self.weight * reg
+        return loss

@@ -4,6 +4,10 @@ Every number is written next to its protocol (corpus, split, fold, speakers per
 split), and a random utterance split is flagged as leaky in every human-readable
 output, because a number without its protocol is how speaker leakage goes unnoticed.
 
+Dimensional (regression) runs: splits whose metrics hold ``ccc_mean`` get a CCC / Pearson / MAE table per
+target in the report and a scatter plot of prediction vs truth per target (``scatter.png``, from the
+``true_<t>``/``pred_<t>`` columns of the predictions) instead of a confusion matrix.
+
 Plots use matplotlib's object API on an Agg canvas (no pyplot, no global backend
 switch), so reporting works headless and inside other people's programs.
 """
@@ -29,11 +33,14 @@ METRICS_FILE = "metrics.json"
 REPORT_FILE = "classification_report.txt"
 CONFUSION_FILE = "confusion_matrix.png"
 CURVES_FILE = "curves.png"
+SCATTER_FILE = "scatter.png"
 PREDICTIONS_FILE = "predictions.csv"
 HISTORY_FILE = "history.json"
 
 EVAL_SPLITS = ("validation", "test")
 PREDICTION_COLUMNS = ("split", "corpus", "file", "speaker_id", "label", "prediction")
+# Regression runs: no label/prediction/prob columns, a true_<t> and pred_<t> per target instead.
+REGRESSION_PREDICTION_COLUMNS = ("split", "corpus", "file", "speaker_id")
 LEAKY_WARNING = ("LEAKY SPLIT: utterance-level random split, speakers overlap "
                  "— not a speaker-independent result")
 
@@ -76,9 +83,28 @@ def eval_splits(metrics: Mapping[str, Any]) -> dict[str, dict]:
     """The evaluated splits in ``metrics``: run dicts hold ``validation``/``test``; a bare compute_metrics dict
     counts as one split named ``evaluation``."""
     found = {s: metrics[s] for s in EVAL_SPLITS if isinstance(metrics.get(s), Mapping) and metrics[s]}
-    if not found and "confusion_matrix" in metrics:
+    if not found and ("confusion_matrix" in metrics or "ccc_mean" in metrics):
         found = {"evaluation": dict(metrics)}
     return found
+
+
+def regression_targets(split_metrics: Mapping[str, Any]) -> list[str]:
+    """The targets a split's metrics score (``ccc_<t>`` keys), empty for a classification split."""
+    if "ccc_mean" not in split_metrics:
+        return []
+    return list(split_metrics.get("targets") or [k[4:] for k in split_metrics if k.startswith("ccc_") and k != "ccc_mean"])
+
+
+def format_regression_table(split_metrics: Mapping[str, Any], digits: int = 3) -> str:
+    """CCC / Pearson / MAE per target, then the mean CCC."""
+    targets = regression_targets(split_metrics)
+    width = max(len("mean"), *(len(t) for t in targets))
+    rows = [f"{'':>{width}} {'CCC':>9} {'Pearson':>9} {'MAE':>9}", ""]
+    for t in targets:
+        rows.append(f"{t:>{width}} {split_metrics[f'ccc_{t}']:>9.{digits}f} {split_metrics[f'pearson_{t}']:>9.{digits}f} "
+                    f"{split_metrics[f'mae_{t}']:>9.{digits}f}")
+    rows += ["", f"{'mean':>{width}} {split_metrics['ccc_mean']:>9.{digits}f}"]
+    return "\n".join(rows)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -113,7 +139,10 @@ def write_json(path: str | Path, obj: Any) -> Path:
 # ----------------------------------------------------------------------------------------------- report text
 
 def _header_lines(metrics: Mapping[str, Any]) -> list[str]:
-    lines = ["ser_hf classification report", ""]
+    task = metrics.get("task") or "classification"
+    title = {"regression": "ser_hf dimensional (regression) report",
+             "multitask": "ser_hf multitask (classes + dimensions) report"}.get(task, "ser_hf classification report")
+    lines = [title, ""]
     leaky = is_leaky(metrics)
     if leaky:
         lines += ["!" * 100, f"!!! {leaky_warning(metrics)}", "!" * 100, ""]
@@ -124,6 +153,8 @@ def _header_lines(metrics: Mapping[str, Any]) -> list[str]:
     lines.append(f"corpus:         {corpus}")
     lines.append(f"split protocol: {protocol_description(metrics)}")
     lines.append(f"fold:           {metrics.get('fold') if metrics.get('fold') is not None else '-'}")
+    if task != "classification":
+        lines.append(f"task:           {task} (targets: {', '.join(metrics.get('targets') or [])})")
     for key, label in (("seed", "seed"), ("model_family", "model"), ("best_epoch", "best epoch"),
                        ("num_parameters", "parameters")):
         if metrics.get(key) is not None:
@@ -214,13 +245,17 @@ def classification_report_text(metrics: Mapping[str, Any], history_note: str | N
         lines += ["", "no evaluated split in metrics (expected 'validation' and/or 'test' entries)"]
     for split, m in splits.items():
         lines += ["", f"== {split} ({m.get('num_examples', '?')} clips) " + "=" * 40, ""]
-        lines.append(format_classification_report(m))
-        lines += ["", f"macro-F1 {m['macro_f1']:.4f}   UAR {m['uar']:.4f}   accuracy {m['accuracy']:.4f}   "
-                      f"weighted-F1 {m['weighted_f1']:.4f}"]
-        if m.get("absent_labels"):
-            lines.append(f"no {split} examples of: {', '.join(m['absent_labels'])} "
-                         "(left out of macro-F1/UAR; their rows show support 0)")
-        lines += ["", _confusion_text(m)]
+        if "ccc_mean" in m:
+            lines += [f"dimensions (CCC = concordance correlation, on {m.get('num_examples', '?')} rated clips):",
+                      format_regression_table(m), ""]
+        if "confusion_matrix" in m:
+            lines.append(format_classification_report(m))
+            lines += ["", f"macro-F1 {m['macro_f1']:.4f}   UAR {m['uar']:.4f}   accuracy {m['accuracy']:.4f}   "
+                          f"weighted-F1 {m['weighted_f1']:.4f}"]
+            if m.get("absent_labels"):
+                lines.append(f"no {split} examples of: {', '.join(m['absent_labels'])} "
+                             "(left out of macro-F1/UAR; their rows show support 0)")
+            lines += ["", _confusion_text(m)]
         if table_lines(m):
             lines += ["", "per speaker and gender:", *table_lines(m)]
     if history_note:
@@ -247,7 +282,7 @@ def _title_suffix(metrics: Mapping[str, Any]) -> str:
 
 def plot_confusion_matrices(metrics: Mapping[str, Any], path: str | Path) -> Path:
     """One row per evaluated split: counts (left) and row-normalised recall (right), labelled axes."""
-    splits = eval_splits(metrics)
+    splits = {k: m for k, m in eval_splits(metrics).items() if "confusion_matrix" in m}
     if not splits:
         raise ValueError("metrics holds no evaluated split ('validation'/'test' with a confusion_matrix) to plot")
     n_labels = max(len(m["labels"]) for m in splits.values())
@@ -280,6 +315,35 @@ def plot_confusion_matrices(metrics: Mapping[str, Any], path: str | Path) -> Pat
     return path
 
 
+def plot_scatter(metrics: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    """Prediction vs truth per target (columns) and evaluated split (rows), with the identity line and the
+    split's CCC in each title. ``rows``: prediction rows with ``split``, ``true_<t>`` and ``pred_<t>``."""
+    splits = {k: m for k, m in eval_splits(metrics).items() if "ccc_mean" in m}
+    if not splits:
+        raise ValueError("metrics holds no evaluated dimensional split ('validation'/'test' with ccc_mean) to plot")
+    targets = regression_targets(next(iter(splits.values())))
+    fig = _new_figure(3.6 * len(targets) + 0.4, 3.4 * len(splits) + 0.6)
+    axes = fig.subplots(len(splits), len(targets), squeeze=False)
+    for r, (split, m) in enumerate(splits.items()):
+        mine = [row for row in rows if row.get("split") == split] or list(rows)
+        for c, t in enumerate(targets):
+            ax = axes[r][c]
+            x = np.array([float(row[f"true_{t}"]) for row in mine])
+            y = np.array([float(row[f"pred_{t}"]) for row in mine])
+            ax.scatter(x, y, s=8, alpha=0.6)
+            if x.size:
+                lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+                ax.plot([lo, hi], [lo, hi], color="grey", linestyle="--", linewidth=1)
+            ax.set_xlabel(f"true {t}")
+            ax.set_ylabel(f"predicted {t}")
+            ax.set_title(f"{split}: {t}  (CCC {m[f'ccc_{t}']:.3f}, r {m[f'pearson_{t}']:.3f})", fontsize=9)
+    fig.suptitle(("LEAKY SPLIT — " if is_leaky(metrics) else "") + _title_suffix(metrics), fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    return path
+
+
 def _series(history: Sequence[Mapping[str, Any]], key: str) -> tuple[list, list]:
     xs, ys = [], []
     for i, h in enumerate(history):
@@ -292,9 +356,13 @@ def _series(history: Sequence[Mapping[str, Any]], key: str) -> tuple[list, list]
 
 def plot_curves(history: Sequence[Mapping[str, Any]], path: str | Path,
                 metrics: Mapping[str, Any] | None = None) -> Path | None:
-    """Train/validation loss and validation macro-F1 per epoch; None (nothing written) if no numbers to plot."""
+    """Train/validation loss and the validation selection score (macro-F1, or mean CCC for regression runs)
+    per epoch; None (nothing written) if no numbers to plot."""
     loss = {k: _series(history, k) for k in ("train_loss", "val_loss")}
     f1 = _series(history, "val_macro_f1")
+    score_name = "macro-F1"
+    if not f1[0] and _series(history, "val_ccc_mean")[0]:
+        f1, score_name = _series(history, "val_ccc_mean"), "mean CCC"
     if not any(xs for xs, _ in loss.values()) and not f1[0]:
         return None
     fig = _new_figure(10, 4)
@@ -306,15 +374,15 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: str | Path,
     ax_loss.set_ylabel("loss")
     ax_loss.set_title("loss")
     if f1[0]:
-        ax_f1.plot(*f1, marker="o", markersize=3, color="tab:green", label="validation macro-F1")
+        ax_f1.plot(*f1, marker="o", markersize=3, color="tab:green", label=f"validation {score_name}")
     best = (metrics or {}).get("best_epoch")
     if best is not None:
         for ax in (ax_loss, ax_f1):
             ax.axvline(best, color="grey", linestyle="--", linewidth=1, label=f"best epoch {best}")
     ax_f1.set_xlabel("epoch")
-    ax_f1.set_ylabel("macro-F1")
-    ax_f1.set_ylim(0, 1)
-    ax_f1.set_title("validation macro-F1")
+    ax_f1.set_ylabel(score_name)
+    ax_f1.set_ylim(0 if score_name == "macro-F1" else -1, 1)
+    ax_f1.set_title(f"validation {score_name}")
     for ax in (ax_loss, ax_f1):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if ax.get_legend_handles_labels()[0]:
@@ -330,8 +398,11 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: str | Path,
 # ----------------------------------------------------------------------------------------------- entry points
 
 def write_report(output_dir: str | Path, metrics: Mapping[str, Any],
-                 history: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Path]:
-    """Write metrics.json, classification_report.txt, confusion_matrix.png and (with a history) curves.png.
+                 history: Sequence[Mapping[str, Any]] | None = None,
+                 predictions: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Path]:
+    """Write metrics.json, classification_report.txt, confusion_matrix.png and (with a history) curves.png;
+    dimensional runs get scatter.png (from ``predictions``, the rows of predictions.csv) instead of / besides
+    the confusion matrix.
 
     ``metrics`` is the run-folder dict (``validation``/``test`` hold compute_metrics dicts) or one bare
     compute_metrics dict. Returns {"metrics", "classification_report", "confusion_matrix"[, "curves"]} -> path.
@@ -355,9 +426,15 @@ def write_report(output_dir: str | Path, metrics: Mapping[str, Any],
     report = output_dir / REPORT_FILE
     atomic_write(report, classification_report_text(metrics, note))
     paths["classification_report"] = report
-    if eval_splits(metrics):
+    splits = eval_splits(metrics)
+    if any("confusion_matrix" in m for m in splits.values()):
         paths["confusion_matrix"] = plot_confusion_matrices(metrics, output_dir / CONFUSION_FILE)
-    else:
+    if any("ccc_mean" in m for m in splits.values()):
+        if predictions:
+            paths["scatter"] = plot_scatter(metrics, predictions, output_dir / SCATTER_FILE)
+        else:
+            logger.warning("no prediction rows given: %s not written in %s", SCATTER_FILE, output_dir)
+    if not splits:
         logger.warning("metrics in %s hold no evaluated split; %s not written", output_dir, CONFUSION_FILE)
     if is_leaky(metrics):
         logger.warning("%s (%s)", leaky_warning(metrics), output_dir)
@@ -369,22 +446,28 @@ def write_predictions(path: str | Path, rows: Iterable[Mapping[str, Any]],
     """Write predictions.csv: ``split, corpus, file, speaker_id, label, prediction``, then ``prob_<label>`` columns.
 
     Probability columns follow ``label_names`` when given (else their first-seen order); other keys follow.
+    Regression rows (no ``label`` key in any row) need only ``split, corpus, file, speaker_id`` and carry
+    ``true_<t>``/``pred_<t>`` columns; ``label_names`` is then ignored.
     """
     rows = [dict(r) for r in rows]
+    regression = bool(rows) and not any("label" in r for r in rows)
+    base = REGRESSION_PREDICTION_COLUMNS if regression else PREDICTION_COLUMNS
+    if regression:
+        label_names = []
     for i, r in enumerate(rows):
-        missing = [c for c in PREDICTION_COLUMNS if c not in r]
+        missing = [c for c in base if c not in r]
         if missing:
             raise ValueError(f"write_predictions({path}): row {i} lacks {missing}; every row needs "
-                             f"{', '.join(PREDICTION_COLUMNS)} and prob_<label> columns")
+                             f"{', '.join(base)} and prob_<label> (or true_/pred_<target>) columns")
     if label_names is not None:
         prob_cols = [f"prob_{n}" for n in label_names]
     else:
         prob_cols = list(dict.fromkeys(k for r in rows for k in r if k.startswith("prob_")))
-    extra = list(dict.fromkeys(k for r in rows for k in r if k not in PREDICTION_COLUMNS and k not in prob_cols))
+    extra = list(dict.fromkeys(k for r in rows for k in r if k not in base and k not in prob_cols))
     stray = [k for k in extra if k.startswith("prob_")]
     if stray:
         raise ValueError(f"write_predictions({path}): columns {stray} are not in label_names {list(label_names)}")
-    columns = [*PREDICTION_COLUMNS, *prob_cols, *extra]
+    columns = [*base, *prob_cols, *extra]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:

@@ -68,14 +68,32 @@ class ModelTask:
     def from_config(cls, config: dict) -> "ModelTask":
         """The task of a saved model from its ``config.json`` dict. Labels come from ``id2label`` (ids in
         order); for a regression model ``id2label`` names the targets (HF ``problem_type="regression"``)
-        and is not read as labels."""
+        and is not read as labels; a multitask neural model's ``id2label`` names every output (labels, then
+        targets: HF sizes the head by it), and the trailing targets are dropped from the labels."""
         task = config.get(TASK_KEY) or "classification"
         targets = tuple(config.get(TARGETS_KEY) or ())
         labels: tuple[str, ...] = ()
         if task != "regression":
             id2label = config.get("id2label") or {}
             labels = tuple(str(id2label[k]) for k in sorted(id2label, key=int))
+            if task == "multitask" and targets and labels[-len(targets):] == targets:
+                labels = labels[:-len(targets)]
         return cls(task=task, targets=targets, labels=labels)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """One name per raw output (the ``id2label`` of a neural model): labels, then targets."""
+        return (self.labels if self.has_classes else ()) + (self.targets if self.has_values else ())
+
+    def hf_config(self) -> dict:
+        """Keys for a transformers config: ``id2label``/``label2id`` over every output, ``num_labels``, the
+        task keys, and ``problem_type="regression"`` for regression models."""
+        names = self.output_names
+        out = {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)},
+               "num_labels": len(names), **self.to_config()}
+        if self.task == "regression":
+            out["problem_type"] = "regression"
+        return out
 
     def to_config(self) -> dict:
         """The keys to merge into a saved model's ``config.json``."""

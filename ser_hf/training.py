@@ -7,7 +7,10 @@ The loop knows nothing about features: it takes torch ``DataLoader``\\ s whose b
 
 - ``input_values`` (+ optional ``attention_mask`` or any other tensor the model's ``forward`` takes),
 - ``labels``: int64 class indices (required for training and scoring),
-- ``clip_id``: int64, the clip a row (window / chunk) belongs to (required for evaluation/prediction).
+- ``clip_id``: int64, the clip a row (window / chunk) belongs to (required for evaluation/prediction),
+- ``targets``: float (rows, targets), the standardised dimensional values of a regression/multitask run
+  (``task=``: a :class:`~ser_hf.tasks.ModelTask`; the loss is then :class:`ser_hf.losses.TaskLoss` and model
+  selection uses the validation mean CCC for regression, macro-F1 otherwise).
 
 The model is called with every *tensor* entry except ``labels`` and ``clip_id`` and must return an
 object with ``.logits``; the loss is computed here from the logits (:mod:`ser_hf.losses`), so one recipe
@@ -52,17 +55,19 @@ from transformers import get_scheduler
 from torch import nn
 from torch.utils.data import DataLoader, SequentialSampler
 
-from .losses import build_loss
+from .losses import TaskLoss, build_loss, build_regression_loss
 from .clips import aggregate_clips
+from .metrics import ccc
 from .models.batching import seed_worker
 from .runfolder import (RunFolderError, atomic_write, load_safetensors, load_state, replace_dir, save_state,
                         verify_checksums, write_checksums)
 from .spec import TrainerConfig
+from .tasks import ModelTask
 
 logger = logging.getLogger(__name__)
 
 # Batch entries that are targets/bookkeeping, never model inputs.
-NON_MODEL_KEYS = ("labels", "clip_id")
+NON_MODEL_KEYS = ("labels", "clip_id", "targets")
 STATE_FILE = "trainer_state.json"
 BEST_FILE = "best.json"
 BEST_WEIGHTS = "model.safetensors"
@@ -70,6 +75,8 @@ CHECKPOINT_FORMAT = 2  # 2: safetensors + JSON (1: Accelerate's pickles, refused
 # Config keys that may change between an interrupted run and its resumption without changing results.
 _RESUME_FREE_KEYS = {"max_epochs", "early_stopping_patience", "log_with", "num_workers", "progress_bar",
                      "eval_batch_size"}
+# Trainer keys added after checkpoints existed: absent from an older checkpoint's config = their default.
+_ADDED_KEYS = {"regression_loss": "ccc", "regression_weight": 1.0}
 
 
 @dataclass
@@ -160,7 +167,8 @@ class Trainer:
     """
 
     def __init__(self, model: nn.Module, cfg: TrainerConfig | Mapping, output_dir, accelerator=None,
-                 class_weights: Sequence[float] | torch.Tensor | None = None, param_groups: list[dict] | None = None):
+                 class_weights: Sequence[float] | torch.Tensor | None = None, param_groups: list[dict] | None = None,
+                 task: ModelTask | None = None):
         self.cfg = cfg if isinstance(cfg, TrainerConfig) else TrainerConfig.from_dict(cfg)
         self.output_dir = Path(output_dir)
         self.accelerator = accelerator if accelerator is not None else self._make_accelerator()
@@ -175,9 +183,17 @@ class Trainer:
             if handler is None or not handler.find_unused_parameters:
                 raise ValueError("trainer.freeze_steps under DDP needs DistributedDataParallelKwargs("
                                  "find_unused_parameters=True) in the Accelerator (or pass accelerator=None)")
-        self.criterion = build_loss(self.cfg.loss, class_weights=class_weights, focal_alpha=self.cfg.focal_alpha,
-                                    focal_gamma=self.cfg.focal_gamma,
-                                    label_smoothing=self.cfg.label_smoothing).to(acc.device)
+        self.task = task if task is not None else ModelTask()
+        class_loss = build_loss(self.cfg.loss, class_weights=class_weights, focal_alpha=self.cfg.focal_alpha,
+                                focal_gamma=self.cfg.focal_gamma,
+                                label_smoothing=self.cfg.label_smoothing) if self.task.has_classes else None
+        if self.task.has_values:
+            self.criterion = TaskLoss(self.task, class_loss, build_regression_loss(self.cfg.regression_loss),
+                                      self.cfg.regression_weight).to(acc.device)
+        else:
+            self.criterion = class_loss.to(acc.device)
+        # model selection: validation mean CCC for regression, macro-F1 otherwise (multitask included)
+        self.select_key = "ccc_mean" if self.task.task == "regression" else "macro_f1"
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if not named:
             raise ValueError("the model has no trainable parameters (every parameter has requires_grad=False)")
@@ -291,6 +307,15 @@ class Trainer:
             raise ValueError(f"training/validation batches need a 'labels' entry; got keys {sorted(batch)}")
         return batch["labels"].reshape(-1).long()
 
+    def _loss(self, logits: torch.Tensor, batch) -> torch.Tensor:
+        """The criterion on one batch (class labels and/or the ``targets`` values, per the task)."""
+        if not self.task.has_values:
+            return self.criterion(logits, self._labels(batch))
+        if "targets" not in batch:
+            raise ValueError(f"task={self.task.task}: batches need a 'targets' entry; got keys {sorted(batch)}")
+        labels = self._labels(batch) if self.task.has_classes else None
+        return self.criterion(logits, labels, batch["targets"].reshape(len(logits), -1))
+
     def l1_penalty(self) -> torch.Tensor:
         """``cfg.l1 * sum |W|`` over the weight matrices/kernels (0 when l1 == 0)."""
         if not self.cfg.l1:
@@ -332,14 +357,13 @@ class Trainer:
                    disable=not (cfg.progress_bar and acc.is_local_main_process))
         for batch in bar:
             self._apply_freeze(state["global_step"])
-            labels = self._labels(batch)
             with acc.accumulate(self.model):
                 outputs = self.model(**self.model_inputs(batch))
                 if acc.num_processes > 1 and not isinstance(outputs, (Mapping, tuple, list)):
                     raise TypeError(f"under DDP the model must return a ModelOutput/dict (got {type(outputs).__name__}):"
                                     " DDP looks for the output tensors in it to find unused parameters")
                 logits = outputs.logits
-                loss = self.criterion(logits.float(), labels)
+                loss = self._loss(logits.float(), batch)
                 acc.backward(loss + self.l1_penalty() if cfg.l1 else loss)
                 if acc.sync_gradients and cfg.max_grad_norm:
                     acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
@@ -349,18 +373,23 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
             if acc.sync_gradients:
                 state["global_step"] += 1
-            total += loss.detach().double() * len(labels)
-            count += len(labels)
+            total += loss.detach().double() * len(logits)
+            count += len(logits)
             if not bar.disable:
                 bar.set_postfix(loss=f"{loss.item():.4f}")
         total, count = acc.reduce(total, "sum"), acc.reduce(count, "sum")
         return float(total / count)
 
     def _predict_prepared(self, dl, loader=None):
+        ids, logits, labels, _ = self._predict_full(dl, loader)
+        return ids, logits, labels
+
+    def _predict_full(self, dl, loader=None):
+        """:meth:`predict` plus the clip-level ``targets`` (None when batches carry none)."""
         acc = self.accelerator
         was_training = self.model.training
         self.model.eval()
-        ids, outs, labs, with_labels = [], [], [], None
+        ids, outs, labs, tgts, with_labels = [], [], [], [], None
         with torch.no_grad():
             for batch in dl:
                 if not isinstance(batch, Mapping) or "clip_id" not in batch:
@@ -376,11 +405,15 @@ class Trainer:
                     raise ValueError("some evaluation batches have 'labels' and others do not")
                 if has:
                     parts.append(batch["labels"].reshape(-1).long())
+                if "targets" in batch:
+                    parts.append(batch["targets"].reshape(len(logits), -1).float())
                 gathered = acc.gather_for_metrics(tuple(parts))
                 outs.append(gathered[0].cpu().numpy())
                 ids.append(gathered[1].cpu().numpy())
                 if has:
                     labs.append(gathered[2].cpu().numpy())
+                if "targets" in batch:
+                    tgts.append(gathered[-1].cpu().numpy())
         if was_training:
             self.model.train()
         if not ids:
@@ -394,7 +427,9 @@ class Trainer:
         if expected is not None and len(ids_np) != expected:
             raise RuntimeError(f"prediction gathered {len(ids_np)} rows but the loader holds {expected}: rows were "
                                "duplicated or lost across processes")
-        return aggregate_clips(ids_np, out_np, np.concatenate(labs) if with_labels else None)
+        clip_ids, clip_logits, clip_labels = aggregate_clips(ids_np, out_np, np.concatenate(labs) if with_labels else None)
+        clip_targets = aggregate_clips(ids_np, np.concatenate(tgts))[1] if tgts else None  # one value per clip
+        return clip_ids, clip_logits, clip_labels, clip_targets
 
     def predict(self, loader):
         """Clip-level predictions: ``(clip_ids, logits, labels)`` as numpy arrays ordered by clip id, window
@@ -404,17 +439,26 @@ class Trainer:
 
     def evaluate(self, loader) -> dict:
         """``{"loss", "macro_f1", "num_clips"}`` on clip-averaged logits (loss = the training criterion
-        without the L1 term)."""
+        without the L1 term); regression/multitask tasks add ``ccc_mean`` (regression: no macro_f1)."""
         return self._evaluate_prepared(self._prepare_eval(loader), loader)
 
     def _evaluate_prepared(self, dl, loader=None) -> dict:
-        _, logits, labels = self._predict_prepared(dl, loader)
-        if labels is None:
+        _, logits, labels, targets = self._predict_full(dl, loader)
+        if labels is None and self.task.has_classes:
             raise ValueError("validation batches need 'labels' to be scored")
+        device = self.accelerator.device
+        batch = {"labels": torch.as_tensor(labels, device=device)} if labels is not None else {}
+        if targets is not None:
+            batch["targets"] = torch.as_tensor(targets, device=device)
         with torch.no_grad():
-            loss = self.criterion(torch.as_tensor(logits, device=self.accelerator.device),
-                                  torch.as_tensor(labels, device=self.accelerator.device))
-        return {"loss": float(loss), "macro_f1": macro_f1(labels, logits.argmax(axis=1)), "num_clips": len(labels)}
+            loss = self._loss(torch.as_tensor(logits, device=device), batch)
+        out = {"loss": float(loss), "num_clips": len(logits)}
+        class_logits, values = self.task.split_outputs(logits) if self.task.has_values else (logits, None)
+        if class_logits is not None:
+            out["macro_f1"] = macro_f1(labels, class_logits.argmax(axis=1))
+        if values is not None:  # CCC is unchanged by the targets' standardisation (same affine map on both sides)
+            out["ccc_mean"] = float(np.mean([ccc(targets[:, j], values[:, j]) for j in range(values.shape[1])]))
+        return out
 
     # ---------------------------------------------------------------------------------- checkpoints
 
@@ -469,7 +513,7 @@ class Trainer:
                 _save_weights(state, tmp / BEST_WEIGHTS)
                 write_checksums(tmp, [BEST_WEIGHTS])
 
-        self._write_checkpoint("best", write, BEST_FILE, {"epoch": epoch, "val_macro_f1": metric})
+        self._write_checkpoint("best", write, BEST_FILE, {"epoch": epoch, f"val_{self.select_key}": metric})
 
     def _best_epoch_on_disk(self) -> int | None:
         path = self.checkpoint_dir / "best" / BEST_FILE
@@ -511,7 +555,8 @@ class Trainer:
     def _load_checkpoint(self, path: Path) -> dict:
         state = json.loads((path / STATE_FILE).read_text())
         saved = state.get("config", {})
-        changed = sorted(k for k, v in self.cfg.to_dict().items() if k not in _RESUME_FREE_KEYS and saved.get(k) != v)
+        changed = sorted(k for k, v in self.cfg.to_dict().items()
+                         if k not in _RESUME_FREE_KEYS and saved.get(k, _ADDED_KEYS.get(k)) != v)
         if changed:
             logger.warning("resuming %s with changed trainer options %s: the result will differ from an "
                            "uninterrupted run", path, changed)
@@ -611,39 +656,43 @@ class Trainer:
             train_loss = self._train_epoch(train_dl, epoch, state)
             lr = self.optimizer.param_groups[0]["lr"]
             val = self._evaluate_prepared(eval_dl, eval_loader) if eval_dl is not None else None
-            if cfg.scheduler == "plateau":
-                monitor = train_loss if val is None else val["macro_f1" if cfg.plateau_monitor == "val_macro_f1"
+            if cfg.scheduler == "plateau":  # val_macro_f1 watches the selection score (mean CCC for regression)
+                monitor = train_loss if val is None else val[self.select_key if cfg.plateau_monitor == "val_macro_f1"
                                                              else "loss"]
                 self.scheduler.step(monitor)
             seconds = time.perf_counter() - start
             record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val and val["loss"],
-                      "val_macro_f1": val and val["macro_f1"], "lr": lr, "seconds": seconds}
+                      "val_macro_f1": val and val.get("macro_f1"), "lr": lr, "seconds": seconds}
+            if self.task.has_values:
+                record["val_ccc_mean"] = val and val["ccc_mean"]
+            score = val and val[self.select_key]
             state["history"].append(record)
             state["epoch"], state["train_seconds"] = epoch, state["train_seconds"] + seconds
             improved = False
             if val is None:
                 state["best_epoch"] = epoch
-            elif state["best_metric"] is None or val["macro_f1"] > state["best_metric"]:
-                state.update(best_metric=val["macro_f1"], best_epoch=epoch, bad_epochs=0)
+            elif state["best_metric"] is None or score > state["best_metric"]:
+                state.update(best_metric=score, best_epoch=epoch, bad_epochs=0)
                 improved = True
             else:
                 state["bad_epochs"] += 1
                 if patience and state["bad_epochs"] >= patience:
                     state["stopped_early"] = True
             acc.log({k: v for k, v in {"train/loss": train_loss, "val/loss": record["val_loss"],
-                                       "val/macro_f1": record["val_macro_f1"], "lr": lr}.items() if v is not None},
+                                       "val/macro_f1": record["val_macro_f1"], "val/ccc_mean": record.get("val_ccc_mean"),
+                                       "lr": lr}.items() if v is not None},
                     step=epoch)
             if acc.is_main_process:
-                val_text = "" if val is None else f" val_loss {val['loss']:.4f} val_macro_f1 {val['macro_f1']:.4f}"
+                val_text = "" if val is None else f" val_loss {val['loss']:.4f} val_{self.select_key} {score:.4f}"
                 logger.info("epoch %d/%d train_loss %.4f%s lr %.3g (%.1fs)%s", epoch, cfg.max_epochs, train_loss,
                             val_text, lr, seconds, " *" if improved else "")
             # `last` before `best`: an interruption in between is repaired on resume (see above)
             self._save_last(state)
             if improved:
-                self._save_best(epoch, val["macro_f1"])
+                self._save_best(epoch, score)
             if state["stopped_early"]:
-                logger.info("early stopping after epoch %d (no better validation macro-F1 for %d epochs)",
-                            epoch, patience)
+                logger.info("early stopping after epoch %d (no better validation %s for %d epochs)",
+                            epoch, self.select_key, patience)
 
         if eval_dl is not None and state["best_epoch"]:
             self._restore_best()

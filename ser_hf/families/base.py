@@ -20,12 +20,53 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..clips import softmax
 from ..spec import RunSpec
+from ..tasks import ModelTask
 
-__all__ = ["ExperimentData", "Family", "Fitted", "Predictions", "eval_sets"]
+__all__ = ["ExperimentData", "Family", "Fitted", "Predictions", "TargetScale", "eval_sets", "output_scores",
+           "target_matrix"]
 
-# split name -> (dataset of the scored clips, probabilities (n, C) in the dataset's row order)
+# split name -> (dataset of the scored clips, outputs in the dataset's row order): class probabilities (n, C)
+# for classification; in the ModelTask layout otherwise (regression: values (n, T) in the targets' units;
+# multitask: [probabilities (C)..., values (T)...]).
 Predictions = dict[str, tuple[Any, np.ndarray]]
+
+
+def target_matrix(ds, targets) -> np.ndarray:
+    """The (n, len(targets)) float32 matrix of a dataset's target columns (arousal, valence, ...)."""
+    missing = [t for t in targets if t not in ds.column_names]
+    if missing:
+        raise ValueError(f"the data has no {missing} column(s) (columns: {ds.column_names}); a dimensional run "
+                         "needs a corpus with arousal/valence/dominance ratings")
+    return np.stack([np.asarray(ds[t], dtype=np.float32) for t in targets], axis=1).reshape(len(ds), len(targets))
+
+
+@dataclass
+class TargetScale:
+    """Training-split mean and standard deviation of each target: neural families train on standardised
+    targets and fold the scale back into the output layer (``ser_hf.models.heads.fold_target_scale``)."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def of(cls, ds, targets) -> "TargetScale":
+        values = target_matrix(ds, targets).astype(np.float64)
+        std = values.std(axis=0)
+        return cls(values.mean(axis=0), np.where(std > 0, std, 1.0))
+
+    def standardise(self, values) -> np.ndarray:
+        return ((np.asarray(values, dtype=np.float64) - self.mean) / self.std).astype(np.float32)
+
+
+def output_scores(task: ModelTask, raw: np.ndarray) -> np.ndarray:
+    """Clip-level raw outputs of a neural model -> the :data:`Predictions` layout: class logits become
+    probabilities (softmax), values stay as they are."""
+    if not task.has_values:
+        return softmax(raw)
+    logits, values = task.split_outputs(raw)
+    return values if logits is None else np.concatenate([softmax(logits), values], axis=1)
 
 
 @dataclass
@@ -38,6 +79,7 @@ class ExperimentData:
     tests: dict[str, Any]
     label_names: list[str]
     info: dict[str, Any] = field(default_factory=dict)  # corpus, split, fold, speakers, leaky, skipped
+    task: ModelTask = field(default_factory=ModelTask)  # what the model predicts (classes, dimensions, both)
 
 
 def eval_sets(data: ExperimentData) -> dict[str, Any]:
@@ -84,7 +126,8 @@ class Family(ABC):
 
     @abstractmethod
     def predict(self, sets: dict[str, Any]) -> Predictions:
-        """Clip-level class probabilities for each named evaluation set."""
+        """Clip-level outputs for each named evaluation set: class probabilities, or the
+        :class:`~ser_hf.tasks.ModelTask` layout of a regression/multitask run (see :data:`Predictions`)."""
 
     @abstractmethod
     def save(self, model_dir: Path) -> None:

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 from datasets import concatenate_datasets
 
-from ..models.classic import ClassicClassifier
+from ..models.classic import REGRESSORS, ClassicClassifier
 from ..spec import ClassicModelConfig, SpecError
 from .acoustic import feature_sets
-from .base import ExperimentData, Family, Fitted, Predictions, eval_sets
+from .base import ExperimentData, Family, Fitted, Predictions, eval_sets, target_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,8 @@ def vector_matrix(ds, column: str) -> np.ndarray:
 def check_classifier(model: ClassicModelConfig) -> None:
     """The estimator accepts the recipe's values (the spec already checked the parameter names)."""
     try:
-        ClassicClassifier(model.classifier, search=model.search, **model.params)
+        ClassicClassifier(model.classifier, search=model.search, targets=("_",) if model.classifier in REGRESSORS
+                          else None, **model.params)
     except ValueError as err:
         raise SpecError(f"model: {err}") from err
 
@@ -40,6 +41,9 @@ class VectorClassifier(Family):
     ``model.train_on_validation`` (default true): a classic model selects nothing on the validation
     speakers, so by default they join the training data; validation scores are then not reported
     (they would be training scores). Set it false to keep them out and report them.
+
+    task=regression (``data.task``): a regressor (svr, ridge) per target on standardised targets; predictions
+    are the targets' values (``ClassicClassifier.predict_outputs``).
     """
 
     column = "features"
@@ -65,11 +69,14 @@ class VectorClassifier(Family):
         model = self.spec.model
         self._vectors = self.vectors(data)
         merge = self.merges_validation(data)
-        self.clf = ClassicClassifier(model.classifier, id2label=data.label_names, search=model.search, **model.params)
+        task = data.task
+        self.clf = ClassicClassifier(model.classifier, id2label=None if task.task == "regression" else data.label_names,
+                                     targets=task.targets, search=model.search, **model.params)
         train = concatenate_datasets([self._vectors["train"], self._vectors["validation"]]) if merge \
             else self._vectors["train"]
+        y = target_matrix(train, task.targets) if task.task == "regression" else np.asarray(train["label"])
         start = time.perf_counter()
-        self.clf.fit(vector_matrix(train, self.column), np.asarray(train["label"]), groups=train["speaker_id"])
+        self.clf.fit(vector_matrix(train, self.column), y, groups=train["speaker_id"])
         seconds = time.perf_counter() - start
         if self.clf.best_params:
             logger.info("inner speaker-grouped CV chose %s", self.clf.best_params)
@@ -80,7 +87,7 @@ class VectorClassifier(Family):
         return Fitted(seconds, speakers=speakers)
 
     def predict(self, sets: dict) -> Predictions:
-        return {name: (ds, self.clf.predict_proba(vector_matrix(self._vectors[name], self.column)))
+        return {name: (ds, self.clf.predict_outputs(vector_matrix(self._vectors[name], self.column)))
                 for name, ds in sets.items()}
 
 

@@ -31,6 +31,8 @@ from transformers import AutoConfig, AutoModelForAudioClassification, PreTrained
 from transformers import initialization as init
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from ..tasks import ModelTask
+
 __all__ = [
     "FAMILIES",
     "LSTMConfig",
@@ -516,7 +518,7 @@ def _family(family: str):
     return FAMILIES[family]
 
 
-def _label_maps(num_labels, id2label, label2id) -> tuple[dict[int, str], dict[str, int]]:
+def _label_maps(num_labels, id2label, label2id, min_labels: int = 2) -> tuple[dict[int, str], dict[str, int]]:
     if id2label is None:
         if label2id is not None:
             id2label = {int(i): str(name) for name, i in label2id.items()}
@@ -527,8 +529,8 @@ def _label_maps(num_labels, id2label, label2id) -> tuple[dict[int, str], dict[st
     elif isinstance(id2label, (list, tuple)):
         id2label = dict(enumerate(id2label))
     id2label = {int(i): str(name) for i, name in id2label.items()}
-    if sorted(id2label) != list(range(len(id2label))) or len(id2label) < 2:
-        raise ValueError(f"id2label must map ids 0..N-1 (N >= 2) to label names, got {id2label}")
+    if sorted(id2label) != list(range(len(id2label))) or len(id2label) < min_labels:
+        raise ValueError(f"id2label must map ids 0..N-1 (N >= {min_labels}) to label names, got {id2label}")
     if num_labels is not None and int(num_labels) != len(id2label):
         raise ValueError(f"num_labels={num_labels} but id2label has {len(id2label)} entries: {id2label}")
     expected = {name: i for i, name in id2label.items()}
@@ -543,6 +545,7 @@ def build_baseline(
     num_labels: int | None = None,
     id2label: dict[int, str] | list[str] | None = None,
     label2id: dict[str, int] | None = None,
+    task: ModelTask | None = None,
     **overrides: Any,
 ) -> SERBaselinePreTrainedModel:
     """Freshly initialised baseline of ``family`` for per-example features of ``input_shape``.
@@ -550,7 +553,8 @@ def build_baseline(
     ``input_shape`` is one example's feature shape without the batch axis: ``(T, D)`` for the sequence families
     (``lstm``, ``cnn1d``, ``cnn_lstm``; T may be None) or ``(C, F, T)`` for ``cnn2d`` / ``cnn7`` (F, T may be
     None). ``input_dim`` / ``in_channels`` are taken from it; ``overrides`` set any other config field (see
-    ``architecture_fields(family)``).
+    ``architecture_fields(family)``). ``task`` (a :class:`~ser_hf.tasks.ModelTask`): a regression/multitask
+    model's ``id2label`` names every output (``task.output_names``) and its config carries the task keys.
     """
     config_cls, model_cls, layout = _family(family)
     allowed = architecture_fields(family)
@@ -575,8 +579,16 @@ def build_baseline(
     if size_key in overrides and overrides[size_key] != size:
         raise ValueError(f"{family}: {size_key}={overrides[size_key]} contradicts input_shape {shape}")
     overrides[size_key] = size
-    id2label, label2id = _label_maps(num_labels, id2label, label2id)
-    config = config_cls(id2label=id2label, label2id=label2id, **overrides)
+    dims = task is not None and task.has_values
+    id2label, label2id = _label_maps(num_labels, id2label, label2id, min_labels=1 if dims else 2)
+    extra = {}
+    if task is not None:
+        if dims and list(id2label.values()) != list(task.output_names):
+            raise ValueError(f"id2label {id2label} must name the task's outputs {list(task.output_names)}")
+        extra = task.to_config()
+        if task.task == "regression":
+            extra["problem_type"] = "regression"
+    config = config_cls(id2label=id2label, label2id=label2id, **extra, **overrides)
     return model_cls(config)
 
 

@@ -1,7 +1,9 @@
 """Classic (scikit-learn) SER classifiers on clip-level feature vectors.
 
 A ``Pipeline(StandardScaler, estimator)`` so the scaler is fitted on the training clips only and travels with
-the model. Saved with skops (no pickle: loading cannot execute code) next to a ``config.json`` that carries the
+the model. Regressors (``svr``, ``ridge``; task=regression) predict every target (arousal, valence, ...) with
+one estimator per target on standardised targets: ``TransformedTargetRegressor(MultiOutputRegressor(est),
+StandardScaler())``, whose ``predict`` returns the targets' own units. Saved with skops (no pickle: loading cannot execute code) next to a ``config.json`` that carries the
 label maps, mirroring the ``save_pretrained`` / ``from_pretrained`` layout of the neural models.
 """
 
@@ -15,12 +17,17 @@ import numpy as np
 import skops.io as sio
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.compose import TransformedTargetRegressor
+from sklearn.metrics import make_scorer
 from sklearn.model_selection import GridSearchCV, GroupKFold
+from sklearn.multioutput import MultiOutputRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, SVR
 
 from ..clips import softmax
+from ..metrics import ccc
+from ..tasks import ModelTask
 
 __all__ = ["CLASSIFIERS", "ClassicClassifier", "MODEL_FILE", "CONFIG_FILE", "MODEL_TYPE"]
 
@@ -65,10 +72,17 @@ class ClassicClassifier:
         label2id: dict[str, int] | None = None,
         num_labels: int | None = None,
         search: dict[str, list] | None = None,
+        targets: list[str] | tuple[str, ...] | None = None,
         **kwargs: Any,
     ):
         if classifier not in CLASSIFIERS:
             raise ValueError(f"unknown classic classifier {classifier!r}; valid: {sorted(CLASSIFIERS)}")
+        self.targets = tuple(targets or ())
+        if classifier in REGRESSORS and not self.targets:
+            raise ValueError(f"classic regressor {classifier!r} needs targets=[...] (e.g. arousal, valence, dominance)")
+        if classifier not in REGRESSORS and self.targets:
+            raise ValueError(f"{classifier!r} is a classifier; targets={list(self.targets)} need a regressor "
+                             f"({', '.join(REGRESSORS)})")
         if isinstance(id2label, (list, tuple)):
             id2label = dict(enumerate(id2label))
         if id2label is None and num_labels is not None:
@@ -90,15 +104,28 @@ class ClassicClassifier:
             estimator = CLASSIFIERS[classifier](**estimator_kwargs)
         except TypeError as err:
             raise ValueError(f"bad option for classic classifier {classifier!r}: {err}") from err
+        if self.is_regressor:
+            estimator = TransformedTargetRegressor(MultiOutputRegressor(estimator), transformer=StandardScaler())
         self.pipeline = Pipeline([("scaler", StandardScaler()), ("classifier", estimator)])
+        self._base_params = CLASSIFIERS[classifier]().get_params()
         self.search = {str(k): list(v) for k, v in (search or {}).items()}
         for key in self.search:
-            if key not in estimator.get_params():
-                raise ValueError(f"search: {classifier!r} has no parameter {key!r}; valid: {sorted(estimator.get_params())}")
+            if key not in self._base_params:
+                raise ValueError(f"search: {classifier!r} has no parameter {key!r}; valid: {sorted(self._base_params)}")
         self.best_params: dict[str, Any] = {}
         self._fitted = False
 
     # ----------------------------------------------------------------------------------------------------------
+    @property
+    def is_regressor(self) -> bool:
+        return self.classifier in REGRESSORS
+
+    @property
+    def task(self) -> ModelTask:
+        if self.is_regressor:
+            return ModelTask("regression", self.targets)
+        return ModelTask("classification", (), tuple((self.id2label or {}).values()))
+
     @property
     def label2id(self) -> dict[str, int] | None:
         return None if self.id2label is None else {name: i for i, name in self.id2label.items()}
@@ -125,6 +152,8 @@ class ClassicClassifier:
         fold, so the choice is speaker-independent too), then the best setting is refitted on all of them.
         """
         X = self._check_x(X, "ClassicClassifier.fit")
+        if self.is_regressor:
+            return self._fit_values(X, y, groups)
         y = np.asarray(y)
         if y.shape != (X.shape[0],) or not np.issubdtype(y.dtype, np.integer):
             raise ValueError(
@@ -144,6 +173,25 @@ class ClassicClassifier:
         self._fitted = True
         return self
 
+    def _fit_values(self, X: np.ndarray, y, groups) -> ClassicClassifier:
+        y = np.asarray(y, dtype=np.float64)
+        if y.ndim == 1:
+            y = y.reshape(-1, 1)
+        if y.shape != (X.shape[0], len(self.targets)):
+            raise ValueError(f"ClassicClassifier.fit: y must be ({X.shape[0]}, {len(self.targets)}) values for "
+                             f"targets {list(self.targets)}, got shape {y.shape}")
+        if not np.isfinite(y).all():
+            raise ValueError("ClassicClassifier.fit: y holds NaN/inf (skip unrated clips before fitting)")
+        if self.search:
+            self._search(X, y, groups)
+        self.pipeline.fit(X, y)
+        self._fitted = True
+        return self
+
+    def _param(self, key: str) -> str:
+        """The pipeline name of an estimator parameter (regressors sit inside the target transformer)."""
+        return f"classifier__regressor__estimator__{key}" if self.is_regressor else f"classifier__{key}"
+
     def _search(self, X, y, groups) -> None:
         if groups is None:
             raise ValueError("ClassicClassifier.fit: a search grid needs groups= (speaker ids) for its inner folds")
@@ -151,17 +199,33 @@ class ClassicClassifier:
         n_groups = len(np.unique(groups))
         if n_groups < 2:
             raise ValueError(f"ClassicClassifier.fit: a search grid needs >= 2 speakers, got {n_groups}")
-        grid = {f"classifier__{k}": v for k, v in self.search.items()}
+        grid = {self._param(k): v for k, v in self.search.items()}
         cv = GroupKFold(n_splits=min(5, n_groups))
-        search = GridSearchCV(self.pipeline, grid, scoring="f1_macro", cv=cv, refit=False, n_jobs=1)
+        scoring = make_scorer(mean_ccc) if self.is_regressor else "f1_macro"  # regressors: mean CCC over targets
+        search = GridSearchCV(self.pipeline, grid, scoring=scoring, cv=cv, refit=False, n_jobs=1)
         search.fit(X, y, groups=groups)
-        self.best_params = {k.split("__", 1)[1]: v for k, v in search.best_params_.items()}
+        self.best_params = {k.rsplit("__", 1)[1]: v for k, v in search.best_params_.items()}
         self.pipeline.set_params(**search.best_params_)
+
+    def predict_values(self, X) -> np.ndarray:
+        """Regressors: ``(n, len(targets))`` values in the targets' own units."""
+        if not self._fitted:
+            raise RuntimeError("ClassicClassifier: call fit() or from_pretrained() before predicting")
+        if not self.is_regressor:
+            raise ValueError(f"{self.classifier!r} is a classifier: use predict_proba")
+        X = self._check_x(X, "ClassicClassifier.predict_values")
+        return np.asarray(self.pipeline.predict(X), dtype=np.float64).reshape(X.shape[0], len(self.targets))
+
+    def predict_outputs(self, X) -> np.ndarray:
+        """The model's output row in :class:`~ser_hf.tasks.ModelTask` layout: class scores or values."""
+        return self.predict_values(X) if self.is_regressor else self.predict_proba(X)
 
     def predict_proba(self, X) -> np.ndarray:
         """Per-class scores ``(n, num_labels)`` (rows sum to 1; 0 for classes unseen in training)."""
         if not self._fitted:
             raise RuntimeError("ClassicClassifier: call fit() or from_pretrained() before predicting")
+        if self.is_regressor:
+            raise ValueError(f"{self.classifier!r} is a regressor (targets {list(self.targets)}): use predict_values")
         X = self._check_x(X, "ClassicClassifier.predict_proba")
         estimator = self.pipeline.named_steps["classifier"]
         if hasattr(estimator, "predict_proba"):  # SVC exposes it only with probability=True
@@ -189,6 +253,7 @@ class ClassicClassifier:
             "kwargs": {**self.kwargs, **self.best_params},
             "search": self.search,
             "best_params": self.best_params,
+            **self.task.to_config(),
         }
 
     def save_pretrained(self, save_directory: str | Path) -> Path:
@@ -236,8 +301,9 @@ class ClassicClassifier:
                 "Refusing to load; inspect the file with skops.io.get_untrusted_types and retrain if unsure."
             )
         pipeline = sio.load(model_path, trusted=list(untrusted))
-        model = cls(config["classifier"], id2label=config["id2label"], label2id=config.get("label2id"),
-                    **config.get("kwargs", {}))
+        task = ModelTask.from_config(config)
+        model = cls(config["classifier"], id2label=config["id2label"] or None, label2id=config.get("label2id") or None,
+                    targets=task.targets, **config.get("kwargs", {}))
         if not isinstance(pipeline, Pipeline):
             raise ValueError(f"{model_path} holds a {type(pipeline).__name__}, expected a sklearn Pipeline")
         model.pipeline = pipeline
@@ -245,4 +311,13 @@ class ClassicClassifier:
         return model
 
     def __repr__(self) -> str:
+        if self.is_regressor:
+            return f"ClassicClassifier({self.classifier!r}, targets={list(self.targets)}, kwargs={self.kwargs})"
         return f"ClassicClassifier({self.classifier!r}, num_labels={self.num_labels}, kwargs={self.kwargs})"
+
+
+def mean_ccc(y_true, y_pred) -> float:
+    """Mean CCC over the columns of (n, targets) arrays: the inner search's score for regressors."""
+    t = np.asarray(y_true, dtype=np.float64).reshape(len(y_true), -1)
+    p = np.asarray(y_pred, dtype=np.float64).reshape(len(y_pred), -1)
+    return float(np.mean([ccc(t[:, j], p[:, j]) for j in range(t.shape[1])]))

@@ -9,8 +9,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-__all__ = ["encoder_prefix", "freeze_base", "head_module_names", "is_head_parameter", "param_groups",
-           "unfreeze_base", "unwrap_peft"]
+__all__ = ["encoder_prefix", "fold_target_scale", "freeze_base", "head_module_names", "is_head_parameter",
+           "output_layer", "param_groups", "unfreeze_base", "unwrap_peft"]
 
 
 def unwrap_peft(model: nn.Module) -> nn.Module:
@@ -115,4 +115,30 @@ def encoder_prefix(model: nn.Module) -> str:
     name = next(n for n, _ in inner.named_children() if n not in heads)
     return f"base_model.model.{name}" if inner is not model else name
 
+
+def output_layer(model: nn.Module, n_outputs: int) -> nn.Linear:
+    """The last ``nn.Linear`` of the model's ``classifier`` (HF audio classifiers, the ser_hf baselines) with
+    ``n_outputs`` outputs: the layer whose rows are the model's raw outputs."""
+    head = getattr(unwrap_peft(model), "classifier", None)
+    linears = [m for m in head.modules() if isinstance(m, nn.Linear)] if isinstance(head, nn.Module) else []
+    if not linears or linears[-1].out_features != n_outputs:
+        raise ValueError(f"{type(unwrap_peft(model)).__name__}: no 'classifier' ending in a Linear layer with "
+                         f"{n_outputs} outputs; cannot fold the target scaling into it")
+    return linears[-1]
+
+
+@torch.no_grad()
+def fold_target_scale(model: nn.Module, first: int, mean, std) -> None:
+    """Make outputs ``first .. first+len(mean)-1`` (trained on standardised targets ``(y - mean) / std``) return
+    the targets' own units: ``W <- W * std``, ``b <- b * std + mean`` on those rows of the output layer, so the
+    saved model's raw output IS the rating (window/chunk averaging is linear, so clip averages agree)."""
+    mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
+    std = torch.as_tensor(std, dtype=torch.float32).reshape(-1)
+    n = first + len(mean)
+    layer = output_layer(model, n)
+    rows = slice(first, n)
+    layer.weight[rows] *= std.to(layer.weight)[:, None]
+    if layer.bias is None:
+        raise ValueError("the output layer has no bias: cannot add the targets' mean")
+    layer.bias[rows] = layer.bias[rows] * std.to(layer.bias) + mean.to(layer.bias)
 
