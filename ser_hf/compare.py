@@ -42,7 +42,7 @@ from ser_hf.crossval import (
     summarize_runs,
 )
 from ser_hf.data.splits import builtin_genders
-from ser_hf.groups import group_metrics, normalise_gender
+from ser_hf.groups import group_metrics, normalise_gender, regression_group_metrics
 from ser_hf.paired_tests import (  # noqa: F401 (the tests' names, re-exported from here as before)
     MIN_FOLDS_WILCOXON,
     _macro_f1_from_cms,
@@ -386,36 +386,6 @@ def value_columns(targets: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, .
     return rows, pairs
 
 
-def value_groups(true: np.ndarray, pred: np.ndarray, speakers: np.ndarray, genders: np.ndarray,
-                 targets: Sequence[str]) -> dict:
-    """Per-speaker and per-gender CCC (mean over targets and per target) of pooled test clips, the worst speaker
-    and the female − male gap of mean CCC, shaped like ``ser_hf.groups.group_metrics`` (``gender_gap`` None with
-    a note when one gender is missing). A speaker or gender with a single clip has no CCC (None)."""
-
-    def scores(mask) -> dict:
-        per = ccc(true, pred, mask.astype(float)) if mask.sum() >= 2 else np.full(len(targets), np.nan)
-        out = {"ccc_mean": None if np.isnan(per).any() else float(per.mean()), "n": int(mask.sum())}
-        out.update({f"ccc_{t}": None if np.isnan(v) else float(v) for t, v in zip(targets, per)})
-        return out
-
-    per_speaker = {sp: scores(speakers == sp) for sp in sorted(set(speakers.tolist()))}
-    per_gender = {g: {**scores(genders == g), "speakers": sorted(set(speakers[genders == g].tolist()))}
-                  for g in ("female", "male") if (genders == g).any()}
-    rated = [sp for sp in per_speaker if per_speaker[sp]["ccc_mean"] is not None]
-    worst = min(rated, key=lambda sp: (per_speaker[sp]["ccc_mean"], sp)) if rated else None
-    out = {"per_speaker": per_speaker, "per_gender": per_gender,
-           "worst_speaker": None if worst is None else {"speaker": worst, "ccc_mean": per_speaker[worst]["ccc_mean"],
-                                                        "n": per_speaker[worst]["n"]}}
-    if len(per_gender) == 2 and None not in (per_gender["female"]["ccc_mean"], per_gender["male"]["ccc_mean"]):
-        out["gender_gap"] = per_gender["female"]["ccc_mean"] - per_gender["male"]["ccc_mean"]
-    else:
-        out["gender_gap"] = None
-        out["gender_gap_note"] = (f"n/a: only {next(iter(per_gender))} speakers in these clips" if len(per_gender) == 1
-                                  else "n/a: no gender metadata for these speakers" if not per_gender
-                                  else "n/a: a gender with a single clip")
-    return out
-
-
 def _compare_values(loaded: Mapping[str, Sequence[RunResult]], keys, folds, speakers, genders, out_dir: Path,
                     n_resamples: int, seed: int, alpha: float) -> dict:
     """The dimensional comparison (issue 14): CCC per target and mean CCC per recipe (mean ± std over folds,
@@ -435,7 +405,7 @@ def _compare_values(loaded: Mapping[str, Sequence[RunResult]], keys, folds, spea
         for key in summary["mean"]:
             row[f"{key}_mean"], row[f"{key}_std"] = summary["mean"][key], summary["std"][key]
         row.update({f"pooled_ccc_{t}": summary["pooled"][f"ccc_{t}"] for t in targets})
-        g = groups_of[name] = value_groups(*aligned[name], speakers, genders, targets)
+        g = groups_of[name] = regression_group_metrics(*aligned[name], speakers, genders, targets)
         worst = g["worst_speaker"] or {}
         row.update(worst_speaker=worst.get("speaker"), worst_speaker_ccc_mean=worst.get("ccc_mean"),
                    female_ccc_mean=g["per_gender"].get("female", {}).get("ccc_mean"),
@@ -748,7 +718,7 @@ def _groups_markdown(res: dict) -> list[str]:
 __all__ = [
     "compare", "group_runs", "paired_bootstrap", "paired_bootstrap_gap", "mcnemar_exact", "wilcoxon_folds", "holm",
     "paired_bootstrap_ccc", "paired_bootstrap_ccc_gap", "plot_ccc_bars", "plot_macro_f1_bars", "plot_per_class_f1",
-    "discover_runs", "shared_outputs", "value_groups",
+    "discover_runs", "shared_outputs",
 ]
 
 

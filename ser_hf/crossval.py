@@ -24,9 +24,6 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
-from matplotlib import cm
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from ser_hf.config import load_config, load_spec, recipe_suffix
 from ser_hf import experiment
@@ -38,6 +35,7 @@ from ser_hf.reporting import (  # noqa: F401 (is_leaky, read_predictions, PREDIC
     PREDICTIONS_FILE,
     is_leaky,
     plot_confusion_matrices,
+    plot_scatter,
     read_predictions,
     write_json,
 )
@@ -401,33 +399,14 @@ def _summarize_value_folds(runs: Sequence[RunResult], out_dir: Path) -> dict:
 
 
 def plot_value_scatter(runs: Sequence[RunResult], path: str | os.PathLike) -> Path:
-    """Predicted vs true value per target, test clips of all folds pooled (one panel per target, colour = fold),
-    with the identity line and the pooled CCC in each panel's title."""
-    targets = list(runs[0].targets)
-    fig = Figure(figsize=(4.0 * len(targets), 4.0))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(targets), squeeze=False)[0]
-    data = [run.target_values() for run in runs]
-    true_all = np.concatenate([t for t, _ in data])
-    pred_all = np.concatenate([p for _, p in data])
-    pooled = compute_regression_metrics(true_all, pred_all, targets)
-    for j, (ax, target) in enumerate(zip(axes, targets)):
-        for k, (run, (t, p)) in enumerate(zip(runs, data)):
-            ax.scatter(t[:, j], p[:, j], s=8, alpha=0.6, color=cm.tab10(k % 10),
-                       label=None if run.fold is None else f"fold {run.fold}")
-        lo = float(min(true_all[:, j].min(), pred_all[:, j].min()))
-        hi = float(max(true_all[:, j].max(), pred_all[:, j].max()))
-        ax.plot([lo, hi], [lo, hi], color="0.3", linewidth=1, linestyle="--")
-        ax.set_title(f"{target}: pooled CCC {pooled[f'ccc_{target}']:.3f}")
-        ax.set_xlabel(f"true {target}")
-        ax.set_ylabel(f"predicted {target}")
-        ax.grid(alpha=0.3)
-    if len(runs) > 1 and len(runs) <= 10:
-        axes[0].legend(fontsize="small")
-    fig.suptitle(f"{runs[0].recipe}: {len(runs)} fold(s) pooled")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return Path(path)
+    """Predicted vs true value per target, test clips of all folds pooled: reporting's scatter plot (the one
+    every dimensional run draws) with the pooled metrics standing in as the "test" split."""
+    first = runs[0]
+    true, pred = (np.concatenate(x) for x in zip(*(r.target_values() for r in runs)))
+    pooled = compute_regression_metrics(true, pred, list(first.targets))
+    rows = [row for r in runs for row in r.test_rows]
+    return plot_scatter({"recipe": f"{first.recipe} ({len(runs)} fold(s) pooled)", "corpus": first.corpus,
+                         "split": first.split, "leaky": first.leaky, "test": pooled}, rows, path)
 
 
 def _header_lines(s: dict, n_clips: int) -> list[str]:

@@ -247,3 +247,33 @@ def test_speaker_normalised_model_refuses_a_single_clip(spknorm_model, wavs, cap
         predict_files(wavs[:1], spknorm_model.dir)
     assert main([f"model={spknorm_model.dir}", f"audio={wavs[0]}"]) == 2
     assert "at least 2 clips" in capsys.readouterr().err
+
+
+# --- end to end: a trained dimensional recipe, predicted again and compared ----------------------------------
+
+
+def test_demo_dimensional_run_is_reproduced_by_predict_and_compared(tmp_path, monkeypatch):
+    """demo_dimensional (ridge on speaker-normalised stats): predicting one test speaker's clips in one call gives
+    the run's own test predictions, and compare reads two such runs on CCC."""
+    from ser_hf import experiment
+    from ser_hf.compare import compare
+    from ser_hf.config import load_config
+    from ser_hf.runfolder import load_run
+
+    monkeypatch.setenv("SER_HF_CACHE", str(tmp_path / "cache"))
+    common = ["recipe=demo_dimensional", f"data.cache_dir={tmp_path / 'ds'}", "trainer.progress_bar=false",
+              "trainer.log_with=null"]
+    experiment.run(load_config([*common, f"output_dir={tmp_path / 'ridge'}"]))
+    experiment.run(load_config([*common, "model.alpha=100000.0", f"output_dir={tmp_path / 'flat'}"]))
+    run = load_run(tmp_path / "ridge")
+    assert run.task == "regression" and run.targets == tuple(TARGETS)
+    root = next((tmp_path / "cache" / "generated").glob("iemocap-*"))
+    _, pred = run.target_values()
+    for speaker in run.test_speakers:
+        idx = [i for i, r in enumerate(run.test_rows) if r["speaker_id"] == speaker]
+        records = predict_files([root / run.test_rows[i]["file"] for i in idx], tmp_path / "ridge" / "model")
+        np.testing.assert_allclose(_values(records), pred[idx], atol=1e-4)
+    res = compare({"ridge": [tmp_path / "ridge"], "flat": [tmp_path / "flat"]}, tmp_path / "cmp", n_resamples=500)
+    pair = res["dimensions"]["pairs"][0]
+    assert pair["ccc_mean_a"] == pytest.approx(run.headline("ccc_mean"))
+    assert pair["delta_ccc_mean"] > 0.2 and pair["significant"]
