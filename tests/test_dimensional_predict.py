@@ -53,25 +53,22 @@ def long_wav(tmp_path_factory):
     return path
 
 
-def _with_task(model, task: ModelTask):
-    model.config.update(task.to_config())  # what dim-core's families save (config.json ser_hf_task/targets)
-    return model
-
-
 @pytest.fixture(scope="module")
 def reg_transformer(tmp_path_factory):
     """A tiny wav2vec2 regressor (HF problem_type=regression, id2label = the targets) saved like a trained one."""
     root = tmp_path_factory.mktemp("dim_tf")
     base = tiny_wav2vec2(root / "base", attention_mask=True)
-    from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+    from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForAudioClassification
 
     torch.manual_seed(0)
-    model = AutoModelForAudioClassification.from_pretrained(base, num_labels=3, problem_type="regression",
-                                                            id2label=dict(enumerate(TARGETS)))
+    task = ModelTask("regression", TARGETS)
+    config = AutoConfig.from_pretrained(base)
+    config.update(task.hf_config())  # the task's config keys (id2label = the targets, problem_type, ser_hf_task)
+    model = AutoModelForAudioClassification.from_pretrained(base, config=config)
     with torch.no_grad():
         model.classifier.weight.mul_(50.0)
         model.classifier.bias.add_(torch.tensor([3.0, 2.5, 2.0]))  # values around a 1..5 rating scale
-    _with_task(model.eval(), ModelTask("regression", TARGETS)).save_pretrained(root / "model")
+    model.eval().save_pretrained(root / "model")
     AutoFeatureExtractor.from_pretrained(base).save_pretrained(root / "model")
     return root / "model"
 
@@ -82,8 +79,8 @@ def reg_baseline(tmp_path_factory):
     root = tmp_path_factory.mktemp("dim_cnn")
     fcfg = FeatureConfig(**FCFG)
     torch.manual_seed(0)
-    model = build_baseline("cnn2d", (1, 16, 20), id2label=TARGETS).eval()
-    _with_task(model, ModelTask("regression", TARGETS)).save_pretrained(root / "cnn")
+    model = build_baseline("cnn2d", (1, 16, 20), id2label=TARGETS, task=ModelTask("regression", TARGETS)).eval()
+    model.save_pretrained(root / "cnn")
     fcfg.save_pretrained(root / "cnn")
     return root / "cnn"
 
@@ -162,6 +159,25 @@ def test_multitask_records_carry_label_scores_and_values(wavs, tmp_path):
     p = np.exp([e, -e]) / np.exp([e, -e]).sum()
     assert rec["scores"] == pytest.approx(dict(zip(labels, p)), abs=1e-6)
     assert rec["label"] == labels[int(np.argmax(p))]
+
+
+def test_saved_multitask_baseline_splits_its_outputs(wavs, tmp_path):
+    task = ModelTask("multitask", TARGETS, ("anger", "neutral", "sadness"))
+    torch.manual_seed(1)
+    model = build_baseline("cnn2d", (1, 16, 20), id2label=list(task.output_names), task=task).eval()
+    model.save_pretrained(tmp_path / "mt")
+    fcfg = FeatureConfig(**FCFG)
+    fcfg.save_pretrained(tmp_path / "mt")
+    pred = load_for_inference(tmp_path / "mt")
+    assert pred.task == task and pred.label_names == list(task.labels)
+    for rec, path in zip(pred.predict_files(wavs), wavs):
+        with torch.no_grad():
+            out = model(input_values=torch.from_numpy(extract_windows(decode_audio(path, SR), SR, fcfg)))
+        mean = out.logits.mean(0).numpy()
+        probs = np.exp(mean[:3] - mean[:3].max())
+        probs /= probs.sum()
+        assert [rec["scores"][k] for k in task.labels] == pytest.approx(probs.tolist(), abs=1e-5)
+        assert [rec["values"][t] for t in TARGETS] == pytest.approx(mean[3:].tolist(), abs=1e-5)
 
 
 def test_window_segments_carry_values_and_the_summary_their_mean(reg_baseline, long_wav, tmp_path):
@@ -277,3 +293,14 @@ def test_demo_dimensional_run_is_reproduced_by_predict_and_compared(tmp_path, mo
     pair = res["dimensions"]["pairs"][0]
     assert pair["ccc_mean_a"] == pytest.approx(run.headline("ccc_mean"))
     assert pair["delta_ccc_mean"] > 0.2 and pair["significant"]
+
+
+def test_segments_of_a_speaker_normalised_model_are_normalised_together(spknorm_model, long_wav):
+    pred = load_for_inference(spknorm_model.dir)
+    assert pred.normalises_over_call
+    rows = segment_file(pred, long_wav, SegmentSettings(mode="window", window_s=0.5), batch_size=1)["rows"]
+    scored = [r for r in rows if r["scores"] is not None]
+    assert len(scored) == 10 > 4 * 1  # more segments than one scoring group of batch_size=1 would hold
+    audio = decode_audio(long_wav, SR)
+    together = pred.predict_arrays([audio[int(r["start"] * SR):int(r["end"] * SR)] for r in scored], SR)
+    assert [r["scores"] for r in scored] == [pytest.approx(t["scores"], abs=1e-9) for t in together]
