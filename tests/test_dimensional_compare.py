@@ -31,7 +31,7 @@ def truth(fold):
 
 
 def write_value_run(run_dir: Path, *, fold, speakers, files, true, pred, recipe, task="regression",
-                    targets=TARGETS, corpus="iemocap", split="session") -> Path:
+                    targets=TARGETS, corpus="iemocap", split="session", validation=None) -> Path:
     """A finished regression (or multitask) run folder per the dim contract."""
     run_dir.mkdir(parents=True, exist_ok=True)
     test = compute_regression_metrics(true, pred, targets)
@@ -52,18 +52,26 @@ def write_value_run(run_dir: Path, *, fold, speakers, files, true, pred, recipe,
             lab = [labels[i % 4], labels[i % 4]] if task == "multitask" else []
             w.writerow(["test", corpus, f, f.split("/")[0], "female" if int(f[:2]) % 2 else "male", *lab,
                         *(v for j in range(len(targets)) for v in (t[j], p[j]))])
+        for f, t, p in zip(*(validation or ((), (), ()))):  # (files, true, pred) of validation speakers
+            w.writerow(["validation", corpus, f, f.split("/")[0], "female", *(v for j in range(len(targets))
+                                                                              for v in (t[j], p[j]))])
     return run_dir
 
 
-def make_recipe(root: Path, recipe: str, noise: float, seed: int, **kw) -> list[Path]:
+def make_recipe(root: Path, recipe: str, noise: float, seed: int, val_noise: float | None = None, **kw) -> list[Path]:
     rng = np.random.default_rng(seed)
     dirs = []
     for fold in FOLDS:
         speakers, files, true = truth(fold)
         true = true[:, :len(kw.get("targets", TARGETS))]
         pred = true + rng.normal(0, noise, size=true.shape)
+        validation = None
+        if val_noise is not None:
+            val_true = np.random.default_rng(200 + fold).uniform(1, 5, size=(30, true.shape[1]))
+            validation = ([f"99/val_{fold}_{i:02d}.wav" for i in range(30)], val_true,
+                          val_true + rng.normal(0, val_noise, size=val_true.shape))
         dirs.append(write_value_run(root / recipe / f"fold{fold}", fold=fold, speakers=speakers, files=files,
-                                    true=true, pred=pred, recipe=recipe, **kw))
+                                    true=true, pred=pred, recipe=recipe, validation=validation, **kw))
     return dirs
 
 
@@ -219,8 +227,35 @@ def test_multitask_runs_compare_on_ccc_with_regression_runs(tmp_path):
     assert "rows" not in res and res["dimensions"]["pairs"][0]["delta_ccc_mean"] > 0.3
 
 
-def test_ensemble_refuses_regression_members(tmp_path):
-    a = make_recipe(tmp_path, "a", noise=0.4, seed=1)
-    b = make_recipe(tmp_path, "b", noise=0.5, seed=2)
-    with pytest.raises(ValueError, match="regression"):
-        ensemble([a[0].parent, b[0].parent], tmp_path / "ens")
+def test_ensemble_averages_regression_members_values(tmp_path):
+    a = make_recipe(tmp_path, "a", noise=0.6, seed=1, val_noise=0.3)
+    b = make_recipe(tmp_path, "b", noise=0.6, seed=2, val_noise=2.0)
+    out = ensemble([a[0].parent, b[0].parent], tmp_path / "ens")
+    fused = [load_run(out / f"fold{k}") for k in FOLDS]
+    assert fused[0].task == "regression" and fused[0].targets == tuple(TARGETS)
+    for run, ra, rb in zip(fused, a, b):
+        np.testing.assert_allclose(run.target_values()[1],
+                                   (load_run(ra).target_values()[1] + load_run(rb).target_values()[1]) / 2)
+    summary = json.loads((out / SUMMARY_JSON).read_text())["dimensions"]
+    members = [summarize_folds(x, tmp_path / f"cv_{n}")["dimensions"]["pooled"]["ccc_mean"] for n, x in
+               (("a", a), ("b", b))]
+    assert summary["pooled"]["ccc_mean"] > max(members) + 0.03  # two independent errors averaged: a real gain
+    # validation weights go to the member that is better on the validation speakers
+    val = ensemble([a[0].parent, b[0].parent], tmp_path / "ens_val", weights="validation")
+    weights = json.loads((val / "ensemble.json").read_text())["folds"]["1"]["weights"]
+    assert weights[0] >= 0.8
+    # and compare reads the fused folds beside the members
+    res = compare({"a": a, "fused": [out / f"fold{k}" for k in FOLDS]}, tmp_path / "cmp", n_resamples=300)
+    assert res["dimensions"]["pairs"][0]["delta_ccc_mean"] < 0
+
+
+def test_ensemble_refuses_multitask_and_mixed_members(tmp_path):
+    from tests.test_compare import make_recipe as make_class_recipe, good as good_rule
+
+    reg = make_recipe(tmp_path, "a", noise=0.4, seed=1)
+    multi = make_recipe(tmp_path, "m", noise=0.4, seed=1, task="multitask")
+    with pytest.raises(ValueError, match="multitask members is not implemented"):
+        ensemble([reg[0].parent, multi[0].parent], tmp_path / "ens")
+    cls = make_class_recipe(tmp_path / "cls", "cnn", good_rule)
+    with pytest.raises(ValueError, match="cannot fuse a classification member with a regression member"):
+        ensemble([cls[0].parent, reg[0].parent], tmp_path / "ens2")
