@@ -315,17 +315,24 @@ def _states_of_all(ds, model_name_or_path, layers, pooling, batch_size, cache, *
     """``extract_embeddings`` for ``"last"``, an index or a list of indices, sliced from ``layers="all"``."""
     full = extract_embeddings(ds, model_name_or_path, "all", pooling, batch_size, cache, **kwargs)
     n = hidden_state_count(model_name_or_path, kwargs.get("local_files_only"))
-    indices = [n - 1] if layers == "last" else [layers] if isinstance(layers, int) else list(layers)
-    for i in indices:
-        if not -n <= i < n:
-            raise ValueError(f"layer index {i} out of range: this model has hidden states 0..{n - 1} "
-                             f"(0 = encoder input, {n - 1} = last layer)")
     X = embedding_matrix(full)
-    if X.shape[1] % n:
-        raise RuntimeError(f"{model_name_or_path}: {X.shape[1]} pooled values per clip are not {n} hidden states")
-    X = X.reshape(len(X), n, -1)[:, indices].reshape(len(X), -1)
+    X = X[:, state_columns(layers, n, X.shape[1], model_name_or_path)]
     return full.remove_columns("embedding").add_column(
         "embedding", list(X), feature=datasets.List(datasets.Value("float32")))
+
+
+def state_columns(layers, num_states: int, width: int, model_name: Any = "the encoder") -> np.ndarray:
+    """Columns of an all-states embedding (``layers="all"``: ``num_states`` pooled vectors side by side,
+    ``width`` values in all) that hold ``layers`` (``"last"``, an index or a list of indices), in order."""
+    indices = [num_states - 1] if layers == "last" else [layers] if isinstance(layers, int) else list(layers)
+    for i in indices:
+        if not -num_states <= i < num_states:
+            raise ValueError(f"layer index {i} out of range: this model has hidden states 0..{num_states - 1} "
+                             f"(0 = encoder input, {num_states - 1} = last layer)")
+    if width % num_states:
+        raise RuntimeError(f"{model_name}: {width} pooled values per clip are not {num_states} hidden states")
+    per_state = width // num_states
+    return np.concatenate([np.arange(per_state) + (i % num_states) * per_state for i in indices])
 
 
 def embed_splits(sets: dict[str, Any], name_or_path, settings, **kwargs) -> dict[str, Any]:
@@ -401,5 +408,5 @@ def save_embedding_config(output_dir: str | os.PathLike, model_name_or_path, lay
 __all__ = [
     "EMBEDDINGS_VERSION", "EmbeddingSettings", "Encoder", "embed_splits", "embedding_matrix", "embeddings_fingerprint",
     "extract_embeddings", "hidden_state_count", "load_encoder", "masked_pool", "model_identity", "save_embedding_config",
-    "select_layers",
+    "select_layers", "state_columns",
 ]

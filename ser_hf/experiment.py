@@ -152,6 +152,11 @@ def drop_unrated(data: ExperimentData, task: ModelTask) -> ExperimentData:
     if missing:
         raise ValueError(f"task={task.task}: the {corpus} data has no {missing} column(s); a manifest needs "
                          f"{'/'.join(targets)} columns (or choose targets=[...] among those it has)")
+    if len(data.train):
+        unrated = [t for t, col in zip(targets, target_matrix(data.train, targets).T) if not np.isfinite(col).any()]
+        if unrated:
+            raise ValueError(f"task={task.task}: no training clip of {corpus} has a {'/'.join(unrated)} rating (a manifest "
+                             f"needs {'/'.join(unrated)} columns with values); choose targets=[...] among the rated ones")
     skipped = []
 
     def keep(ds, split):

@@ -455,7 +455,7 @@ class TrainerConfig:
     scheduler: str = "none"  # plateau (per epoch) | cosine | linear (per optimizer step, with warm-up) | none
     plateau_patience: int = 3
     plateau_factor: float = 0.5
-    plateau_monitor: str = "val_loss"  # val_loss | val_macro_f1 (train loss when there is no validation)
+    plateau_monitor: str = "val_loss"  # val_loss | val_macro_f1 (= mean CCC in regression runs; train loss without validation)
     warmup_ratio: float = 0.0  # cosine/linear only: fraction of all optimizer steps spent warming up
     warmup_steps: int = 0  # cosine/linear only: overrides warmup_ratio when > 0
     loss: str = "ce"  # ce | weighted_ce | focal
@@ -707,11 +707,37 @@ class ClassicModelConfig:
                 raise unknown_key_error("model", key, [*valid, *own], what=f"{self.classifier} parameter")
         if self.search is not None and not isinstance(self.search, Mapping):
             raise SpecError(f"model.search={self.search!r}: a mapping {{parameter: [values]}}")
+        searchable = (*valid, "layers") if self.family == "embedding" else valid
         for key, values in (self.search or {}).items():
-            if key not in valid:
-                raise unknown_key_error("model.search", key, valid, what=f"{self.classifier} parameter")
+            if key not in searchable:
+                raise unknown_key_error("model.search", key, searchable, what=f"{self.classifier} parameter")
             if not isinstance(values, (list, tuple)) or not values:
                 raise SpecError(f"model.search.{key}={values!r}: a non-empty list of values to try")
+        for layers in (self.search or {}).get("layers", ()):
+            check_search_layers(layers)
+
+    @property
+    def layer_search(self) -> list | None:
+        """Embedding family: the ``model.search.layers`` candidates (hidden-state index or list of them), or None."""
+        return list(self.search["layers"]) if self.search and "layers" in self.search else None
+
+    @property
+    def estimator_search(self) -> dict | None:
+        """``model.search`` without ``layers``: the estimator's grid."""
+        grid = {k: v for k, v in (self.search or {}).items() if k != "layers"}
+        return grid or None
+
+
+def check_search_layers(layers) -> None:
+    """One ``model.search.layers`` candidate: a hidden-state index, a list of them, or ``last`` (the states
+    every candidate slices from one cached all-states embedding; ``mean``/``weighted``/``all`` are not choices)."""
+    try:
+        check_embedding_layers(layers)
+    except SpecError as err:
+        raise SpecError(f"model.search.layers: {err}") from None
+    if isinstance(layers, str) and layers != "last":
+        raise SpecError(f"model.search.layers: {layers!r} is not a candidate; give hidden-state indices "
+                        f"(e.g. [[1], [2], [1, 2, 3]]) or 'last'")
 
 
 @dataclass
@@ -856,8 +882,8 @@ TASKS = ("classification", "regression", "multitask")  # ser_hf.tasks.ModelTask 
 DIMENSIONS = ("arousal", "valence", "dominance")  # = ser_hf.data.labels.DIMENSIONS (tested)
 DIMENSIONAL_CORPORA = ("iemocap", "msp_podcast", "manifest")  # = ser_hf.data.labels.DIMENSIONAL_CORPORA (tested)
 # Families with a regression head, and those with a multitask (class logits + values) one.
-REGRESSION_FAMILIES = ("lstm", "cnn1d", "cnn2d", "cnn_lstm", "cnn7", "classic", "embedding", "transformer")
-MULTITASK_FAMILIES = ("lstm", "cnn1d", "cnn2d", "cnn_lstm", "cnn7")
+REGRESSION_FAMILIES = ("lstm", "cnn1d", "cnn2d", "cnn_lstm", "cnn7", "classic", "embedding", "transformer", "probe")
+MULTITASK_FAMILIES = ("lstm", "cnn1d", "cnn2d", "cnn_lstm", "cnn7", "transformer", "probe")
 
 
 def parse_task(raw: Mapping, family: str, data: DataConfig, built: dict) -> tuple[str, tuple[str, ...]]:

@@ -20,7 +20,7 @@ import numpy as np
 
 from .spec import TASKS
 
-__all__ = ["ModelTask", "TASKS", "TARGETS_KEY", "TASK_KEY"]
+__all__ = ["ModelTask", "TASKS", "TARGETS_KEY", "TASK_KEY", "TargetScale"]
 
 TASK_KEY = "ser_hf_task"
 TARGETS_KEY = "ser_hf_targets"
@@ -112,3 +112,23 @@ class ModelTask:
             return None, outputs
         n = len(self.labels)
         return outputs[..., :n], outputs[..., n:]
+
+
+@dataclass(frozen=True)
+class TargetScale:
+    """Training-split mean and standard deviation of each target: neural families train on standardised
+    targets (the batches' ``targets``) and fold the scale back into the output layer afterwards
+    (``ser_hf.models.heads.fold_target_scale``), so saved models output ratings."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def of(cls, values) -> "TargetScale":
+        """From an (n, targets) matrix of training values (a constant target keeps std 1)."""
+        values = np.asarray(values, dtype=np.float64)
+        std = values.std(axis=0)
+        return cls(values.mean(axis=0), np.where(std > 0, std, 1.0))
+
+    def standardise(self, values) -> np.ndarray:
+        return ((np.asarray(values, dtype=np.float64) - self.mean) / self.std).astype(np.float32)

@@ -104,7 +104,7 @@ REG = ["task=regression", "data.corpus=iemocap"]
     ("svm_stats_emodb", ["task=multitask", "data.corpus=iemocap"], "model.family=classic has no multitask head"),
     ("whisper_lora_emodb", REG, "LoRA dimensional runs are not built"),
     ("whisper_emodb", [*REG, "data.test_corpus=msp_podcast"], "cross-/multi-corpus dimensional runs"),
-    ("whisper_probe_emodb", REG, "model.family=probe has no regression head"),
+    ("whisper_svm_emodb", ["task=multitask", "data.corpus=iemocap"], "model.family=embedding has no multitask head"),
     ("demo", ["trainer.regression_weight=2"], "task=classification has no regression head"),
     ("demo", [*REG, "trainer.regression_loss=mae"], "regression_loss='mae'"),
     ("demo", [*REG, "trainer.regression_weight=0"], "regression_weight=0"),
@@ -131,3 +131,255 @@ def test_spec_task_defaults_and_constants():
         ("multitask", ("valence",), "mse", 0.5)
     s = load_spec(["recipe=demo"])
     assert (s.task, s.targets) == ("classification", ())
+
+
+# ------------------------------------------------------------------------------------------- runs (regression)
+
+import csv  # noqa: E402
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+
+def _run(overrides, tmp_path, gen_cache, monkeypatch, name="run"):
+    from ser_hf.config import load_config
+    from ser_hf.experiment import run
+
+    monkeypatch.setenv("SER_HF_CACHE", str(gen_cache))
+    cfg = load_config([*overrides, "trainer.progress_bar=false", "trainer.log_with=null",
+                       f"data.cache_dir={gen_cache / 'datasets'}", f"output_dir={tmp_path / name}"]
+                      if not any(o.startswith("model.family=classic") or "classic" in o for o in overrides) else
+                      [*overrides, f"data.cache_dir={gen_cache / 'datasets'}", f"output_dir={tmp_path / name}"])
+    out = run(cfg)
+    metrics = json.loads((out / "metrics.json").read_text())
+    with (out / "predictions.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return out, metrics, rows
+
+
+@pytest.fixture(scope="module")
+def gen_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("gen")
+
+
+def _window_outputs(model_dir: Path, ds):
+    """Clip-level raw outputs of a saved baseline on ``ds``, computed from the saved folder only."""
+    import torch
+    from transformers import AutoModelForAudioClassification
+
+    from ser_hf.clips import aggregate_clips
+    from ser_hf.features import compute_features, make_windows
+    from ser_hf.spec import FeatureConfig
+
+    cfg = FeatureConfig.from_pretrained(model_dir)
+    windows = make_windows(compute_features(ds, cfg), cfg).with_format("numpy")
+    model = AutoModelForAudioClassification.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        logits = model(torch.as_tensor(np.stack(windows["features"]))).logits.numpy()
+    return aggregate_clips(windows["clip_id"], logits)[1]
+
+
+def test_cnn_regression_learns_and_reloads_as_ratings(tmp_path, gen_cache, monkeypatch):
+    """cnn2d on a generated IEMOCAP twin, 6 epochs: test mean CCC > 0.3 on held-out speakers; the saved model's
+    raw outputs ARE the ratings in predictions.csv (the standardisation is folded into its output layer)."""
+    from ser_hf.config import load_spec
+    from ser_hf.experiment import load_data
+    from ser_hf.tasks import ModelTask
+
+    overrides = ["recipe=demo", "task=regression", "data.corpus=iemocap", "data.synthetic={speakers:6,per_class:4,seed:0}",
+                 "trainer.max_epochs=6"]
+    out, metrics, rows = _run(overrides, tmp_path, gen_cache, monkeypatch)
+    test = metrics["test"]
+    assert metrics["task"] == "regression" and metrics["targets"] == ["arousal", "valence", "dominance"]
+    assert test["ccc_mean"] > 0.3, test
+    assert test["ccc_mean"] == pytest.approx(np.mean([test[f"ccc_{t}"] for t in metrics["targets"]]))
+    assert "macro_f1" not in test and "label" not in rows[0] and "pred_valence" in rows[0]
+    assert metrics["speakers_and_gender"]["test"]["group_score"] == "ccc_mean"
+    assert (out / "scatter.png").is_file() and (out / "curves.png").is_file()
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert ModelTask.from_config(config) == ModelTask("regression", ("arousal", "valence", "dominance"))
+    assert config["problem_type"] == "regression"
+    assert "Test CCC per dimension: arousal" in (out / "model" / "README.md").read_text()
+
+    spec = load_spec([*overrides, f"data.cache_dir={gen_cache / 'datasets'}"])
+    monkeypatch.setenv("SER_HF_CACHE", str(gen_cache))
+    test_ds = load_data(spec.data, spec.seed).tests["iemocap"]
+    outputs = _window_outputs(out / "model", test_ds)
+    pred = {r["file"]: [float(r[f"pred_{t}"]) for t in metrics["targets"]] for r in rows if r["split"] == "test"}
+    np.testing.assert_allclose(outputs, [pred[f] for f in test_ds["file"]], atol=1e-4)
+    true = np.stack([test_ds[t] for t in metrics["targets"]], axis=1)
+    assert abs(outputs.mean(0) - true.mean(0)).max() < 1.0  # ratings (1..5 scale), not standardised values
+
+
+def test_multitask_cnn_outputs_classes_and_values(tmp_path, gen_cache, monkeypatch):
+    out, metrics, rows = _run(["recipe=demo", "task=multitask", "data.corpus=iemocap", "targets=[arousal]",
+                               "data.synthetic={speakers:6,per_class:4,seed:0}", "trainer.max_epochs=3"],
+                              tmp_path, gen_cache, monkeypatch)
+    test = metrics["test"]
+    assert {"macro_f1", "confusion_matrix", "ccc_arousal", "ccc_mean"} <= set(test)
+    assert test["ccc_arousal"] > 0.3, test
+    assert {"label", "prediction", "prob_anger", "true_arousal", "pred_arousal"} <= set(rows[0])
+    assert "pred_valence" not in rows[0]
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["ser_hf_task"] == "multitask" and list(config["id2label"].values())[-1] == "arousal"
+
+
+def test_classic_regression_skips_unrated_rows_and_reloads(tmp_path, gen_cache, monkeypatch):
+    """A manifest with blank arousal cells: those rows leave every split and are listed in metrics.json
+    'skipped'; the saved ridge model reloads and predicts exactly predictions.csv."""
+    from ser_hf.data.synthetic import generate_corpus
+    from ser_hf.features import compute_features
+    from ser_hf.models.classic import ClassicClassifier
+    from ser_hf.spec import FeatureConfig
+
+    root = generate_corpus("manifest", tmp_path / "corpus", speakers=6, per_class=2)
+    manifest = root / "manifest.csv"
+    lines = manifest.read_text().splitlines()
+    header = lines[0].split(",")
+    blanked = []
+    for i in (1, 5, 9):
+        cells = lines[i].split(",")
+        cells[header.index("arousal")] = ""
+        blanked.append(cells[0])
+        lines[i] = ",".join(cells)
+    manifest.write_text("\n".join(lines) + "\n")
+    out, metrics, rows = _run(["recipe=demo_dimensional", "data.corpus=manifest", "data.synthetic=null",
+                               f"data.manifest={manifest}", "data.split=speaker"], tmp_path, gen_cache, monkeypatch)
+    reasons = {s["reason"] for s in metrics["skipped"] if any(s["file"].endswith(p) for p in blanked)}
+    assert reasons == {"no arousal rating (NaN)"} and len(metrics["skipped"]) == 3
+    assert not [r["file"] for r in rows if any(r["file"].endswith(p) for p in blanked)]
+    assert "skipped clips (3" in (out / "classification_report.txt").read_text()
+
+    model = ClassicClassifier.from_pretrained(out / "model")
+    assert model.task.task == "regression" and model.targets == ("arousal", "valence", "dominance")
+    from ser_hf.config import load_spec
+    from ser_hf.experiment import drop_unrated, load_data, model_task
+
+    spec = load_spec(["recipe=demo_dimensional", "data.corpus=manifest", "data.synthetic=null",
+                      f"data.manifest={manifest}", "data.split=speaker"])
+    data = load_data(spec.data, spec.seed)
+    data = drop_unrated(data, model_task(spec, data.label_names))
+    test = data.tests["manifest"]
+    feats = compute_features(test, FeatureConfig.from_pretrained(out / "model"))
+    values = model.predict_values(np.stack(feats.with_format("numpy")["features"]))
+    pred = {r["file"]: [float(r[f"pred_{t}"]) for t in model.targets] for r in rows if r["split"] == "test"}
+    np.testing.assert_allclose(values, [pred[f] for f in test["file"]], rtol=1e-6)
+
+
+def test_manifest_without_ratings_is_refused(tmp_path, gen_cache, monkeypatch):
+    from ser_hf.data.synthetic import generate_corpus
+
+    root = generate_corpus("manifest", tmp_path / "corpus", speakers=4, per_class=1)
+    manifest = root / "manifest.csv"
+    lines = [",".join(line.split(",")[:5]) for line in manifest.read_text().splitlines()]  # drop a/v/d columns
+    manifest.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match="no training clip of manifest has a arousal/valence/dominance rating"):
+        _run(["recipe=demo_dimensional", "data.corpus=manifest", "data.synthetic=null", f"data.manifest={manifest}"],
+             tmp_path, gen_cache, monkeypatch)
+
+
+def test_trainer_regresses_and_fold_target_scale_gives_ratings(tmp_path):
+    """The shared Trainer with a regression task (CCC loss on standardised targets, selection by validation mean
+    CCC) fits a linear signal; folding the scale into the output layer turns outputs into the targets' units."""
+    import torch
+    from torch import nn
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    from ser_hf.tasks import TargetScale
+    from ser_hf.models.heads import fold_target_scale
+    from ser_hf.spec import TrainerConfig
+    from ser_hf.tasks import ModelTask
+    from ser_hf.training import Trainer
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = nn.Sequential(nn.Linear(4, 16), nn.ReLU())
+            self.classifier = nn.Linear(16, 2)
+
+        def forward(self, input_values):
+            return SequenceClassifierOutput(logits=self.classifier(self.encoder(input_values)))
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(240, 4)).astype(np.float32)
+    y = np.stack([3 + 0.8 * x[:, 0] - 0.4 * x[:, 1], 4 + 0.5 * x[:, 2]], axis=1)  # "ratings", not standardised
+    scale = TargetScale(y[:160].mean(0), y[:160].std(0))
+
+    def loader(rows, train):
+        data = [{"input_values": torch.tensor(x[i]), "labels": torch.tensor(0), "clip_id": torch.tensor(i),
+                 "targets": torch.tensor(scale.standardise(y[i]))} for i in rows]
+        return torch.utils.data.DataLoader(data, batch_size=32, shuffle=train)
+
+    torch.manual_seed(0)
+    task = ModelTask("regression", ("arousal", "valence"))
+    cfg = TrainerConfig(max_epochs=15, learning_rate=0.01, progress_bar=False, log_with=None)
+    trainer = Trainer(Net(), cfg, tmp_path, task=task)
+    result = trainer.fit(loader(range(160), True), loader(range(160, 240), False))
+    assert result.best_metric > 0.9 and "val_ccc_mean" in result.history[0]
+    assert result.best_metric == max(h["val_ccc_mean"] for h in result.history)
+    _, standardised, _ = trainer.predict(loader(range(160, 240), False))
+    fold_target_scale(trainer.unwrapped_model, 0, scale.mean, scale.std)
+    _, ratings, _ = trainer.predict(loader(range(160, 240), False))
+    np.testing.assert_allclose(ratings, standardised * scale.std + scale.mean, rtol=1e-4, atol=1e-4)
+    from ser_hf.metrics import compute_regression_metrics
+
+    m = compute_regression_metrics(y[160:], ratings, task.targets)
+    assert m["ccc_mean"] > 0.9 and m["mae_arousal"] < 0.3, m
+
+
+def test_transformer_regression_saves_ratings_head(tmp_path, gen_cache, monkeypatch, w2v_dir):
+    """A tiny wav2vec2 with task=regression: config.json has problem_type=regression, id2label = the targets and
+    the task keys; the reloaded checkpoint's raw output on a test clip equals its pred_<t> row (the target
+    scaling is folded into the classifier)."""
+    import torch
+    from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+
+    from ser_hf.config import load_spec
+    from ser_hf.experiment import load_data
+
+    overrides = ["recipe=wav2vec2_emodb", "task=regression", "targets=[arousal,dominance]", "data.corpus=iemocap",
+                 "data.synthetic={speakers:6,per_class:2,seed:0}", "data.data_dir=null",
+                 f"model.name_or_path={w2v_dir}", "trainer.max_epochs=1", "trainer.grad_accum_steps=1"]
+    out, metrics, rows = _run(overrides, tmp_path, gen_cache, monkeypatch)
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["problem_type"] == "regression" and config["ser_hf_task"] == "regression"
+    assert list(config["id2label"].values()) == ["arousal", "dominance"] == metrics["targets"]
+    assert {"ccc_arousal", "ccc_dominance", "ccc_mean"} <= set(metrics["test"]) and "pred_valence" not in rows[0]
+
+    spec = load_spec([*overrides, f"data.cache_dir={gen_cache / 'datasets'}"])
+    test_ds = load_data(spec.data, spec.seed).tests["iemocap"]
+    model = AutoModelForAudioClassification.from_pretrained(out / "model").eval()
+    fe = AutoFeatureExtractor.from_pretrained(out / "model")
+    pred = {r["file"]: [float(r["pred_arousal"]), float(r["pred_dominance"])] for r in rows if r["split"] == "test"}
+    for i in range(2):
+        audio = test_ds[i]["audio"]
+        inputs = fe(np.asarray(audio["array"], dtype=np.float32), sampling_rate=audio["sampling_rate"],
+                    return_tensors="pt")
+        with torch.no_grad():
+            values = model(**inputs).logits[0].numpy()
+        np.testing.assert_allclose(values, pred[test_ds[i]["file"]], atol=1e-4)
+
+
+def test_probe_regression_and_transformer_multitask(tmp_path, gen_cache, monkeypatch, w2v_dir):
+    """The probe family regresses (test mean CCC > 0.3 on a tiny random encoder's states: the generated ratings
+    follow loudness and pitch, which survive even random convolutions); a transformer multitask model writes
+    class probabilities and values, and its id2label names labels then targets."""
+    from ser_hf.tasks import ModelTask
+
+    common = ["data.corpus=iemocap", "data.synthetic={speakers:6,per_class:3,seed:0}", "data.data_dir=null"]
+    out, metrics, rows = _run(["recipe=whisper_probe_emodb", "task=regression", f"embeddings.name_or_path={w2v_dir}",
+                               *common], tmp_path, gen_cache, monkeypatch, name="probe")
+    assert metrics["test"]["ccc_mean"] > 0.3, metrics["test"]
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert ModelTask.from_config(config) == ModelTask("regression", ("arousal", "valence", "dominance"))
+
+    out, metrics, rows = _run(["recipe=wav2vec2_emodb", "task=multitask", "targets=[valence]",
+                               f"model.name_or_path={w2v_dir}", "trainer.max_epochs=1", *common],
+                              tmp_path, gen_cache, monkeypatch, name="mt")
+    config = json.loads((out / "model" / "config.json").read_text())
+    task = ModelTask.from_config(config)
+    assert task.task == "multitask" and task.targets == ("valence",) and len(task.labels) == 4
+    assert list(config["id2label"].values())[-1] == "valence"
+    assert {"macro_f1", "ccc_valence"} <= set(metrics["test"])
+    assert {"prob_anger", "pred_valence", "true_valence"} <= set(rows[0])
+    probs = np.array([[float(r[f"prob_{n}"]) for n in task.labels] for r in rows])
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)

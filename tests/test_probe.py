@@ -242,3 +242,44 @@ def test_whisper_svm_recipe_runs_with_speaker_norm_and_predicts(tmp_path, monkey
     for r, rec in zip(mine, records):
         expected = [float(r[f"prob_{n}"]) for n in predictor.label_names]
         np.testing.assert_allclose([rec["scores"][n] for n in predictor.label_names], expected, atol=1e-4)
+
+
+def test_layer_search_chooses_on_training_speakers_and_equals_the_fixed_choice(tmp_path, monkeypatch):
+    """model.search.layers: every candidate scored by the inner speaker-grouped CV on the training speakers; the
+    best wins, and the run's test scores equal a run fixed at the chosen layers and C (so the test speaker
+    entered nothing but that final scoring). Spec errors name the keys."""
+    from ser_hf.experiment import run
+    from ser_hf.spec import SpecError
+
+    monkeypatch.setenv("SER_HF_CACHE", str(tmp_path / "cache"))
+    model_dir = tiny_short_whisper(tmp_path / "encoder")
+    base = ["recipe=whisper_svm_emodb", f"embeddings.name_or_path={model_dir}",
+            "data.synthetic={speakers:6,per_class:2,seed:0}", f"data.cache_dir={tmp_path / 'ds'}", *QUIET]
+    nested = run(load_config([*base, "embeddings.layers=last", "model.search.layers=[[0],[1],[2],[1,2]]",
+                              "model.search.C=[0.1,10]", f"output_dir={tmp_path / 'nested'}"]))
+    search = json.loads((nested / "layer_search.json").read_text())
+    scores = [c["inner_macro_f1"] for c in search["candidates"]]
+    assert [c["layers"] for c in search["candidates"]] == [[0], [1], [2], [1, 2]]
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    chosen = search["candidates"][int(np.argmax(scores))]  # argmax: the first of equal scores
+    assert search["chosen"] == {"layers": chosen["layers"], "inner_macro_f1": max(scores),
+                                "best_params": chosen["best_params"]}
+    saved = json.loads((nested / "model" / "embedding_config.json").read_text())
+    assert saved["layers"] == chosen["layers"]
+    assert json.loads((nested / "model" / "config.json").read_text())["best_params"] == chosen["best_params"]
+    layers = ",".join(str(i) for i in chosen["layers"])
+    fixed = run(load_config([*base, f"embeddings.layers=[{layers}]", f"model.search.C=[{chosen['best_params']['C']}]",
+                             f"output_dir={tmp_path / 'fixed'}"]))
+
+    def test_probs(folder):
+        rows = [r for r in csv.DictReader(open(folder / "predictions.csv")) if r["split"] == "test"]
+        return np.array([[float(v) for k, v in r.items() if k.startswith("prob_")] for r in rows])
+
+    np.testing.assert_allclose(test_probs(nested), test_probs(fixed), atol=1e-9)
+
+    with pytest.raises(SpecError, match=r"model.search.layers chooses.*embeddings.layers=\[1, 2, 3\] fixes them"):
+        run(load_config([*base, "model.search.layers=[[1],[2]]", f"output_dir={tmp_path / 'e1'}"]))
+    with pytest.raises(SpecError, match=r"model.search.layers: 'mean' is not a candidate"):
+        run(load_config([*base, "embeddings.layers=last", "model.search.layers=[mean]", f"output_dir={tmp_path / 'e2'}"]))
+    with pytest.raises(SpecError, match=r"model.search.layers"):
+        run(load_config(["recipe=svm_stats_emodb", "model.search.layers=[[1]]", f"output_dir={tmp_path / 'e3'}"]))

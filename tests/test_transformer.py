@@ -174,10 +174,43 @@ def test_lora_trains_adapters_and_the_whole_head(w2v_dir):
     assert all(".lora_" in n for n in groups["encoder"]["param_names"])
 
 
-def test_lora_refuses_weighted_layer_sum(hubert_dir):
-    model, _ = tf.load_audio_classifier(hubert_dir, LABELS, use_weighted_layer_sum=True)
-    with pytest.raises(ValueError, match="layer_weights"):
-        tf.apply_lora(model)
+def test_lora_trains_and_saves_the_weighted_layer_sum(hubert_dir, tmp_path):
+    # peft's modules_to_save takes modules only; layer_weights (use_weighted_layer_sum) must still train and
+    # travel with the adapter, or the learned layer mix would silently stay uniform
+    model, fe = tf.load_audio_classifier(hubert_dir, LABELS, use_weighted_layer_sum=True, layerdrop=0.0)
+    peft_model = tf.apply_lora(model, r=4, alpha=8, dropout=0.0)
+    trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert "base_model.model.layer_weights" in trainable
+    groups = {g["name"]: g for g in tf.param_groups(peft_model, 1e-3, 5e-4)}
+    assert "base_model.model.layer_weights" in groups["head_no_decay"]["param_names"]
+    before = peft_model.get_base_model().layer_weights.detach().clone()
+    torch.manual_seed(0)
+    x, y = torch.randn(2, 8000), torch.tensor([0, 2])
+    peft_model.train()
+    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-1)
+    for _ in range(3):
+        peft_model(input_values=x, labels=y).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    trained = peft_model.get_base_model().layer_weights.detach().clone()
+    assert (trained - before).abs().max() > 1e-3
+    with torch.no_grad():
+        ref = peft_model.eval()(input_values=x).logits
+    tf.save_adapter(peft_model, tmp_path / "adapter", fe)
+    with safe_open(tmp_path / "adapter" / "head_parameters.safetensors", "pt") as f:
+        assert torch.equal(f.get_tensor("layer_weights"), trained)
+    reloaded, _ = tf.load_adapter(tmp_path / "adapter")
+    assert torch.equal(reloaded.get_base_model().layer_weights, trained)
+    with torch.no_grad():
+        assert torch.allclose(reloaded(input_values=x).logits, ref, atol=1e-6)
+    (tmp_path / "adapter" / "head_parameters.safetensors").unlink()
+    with pytest.raises(tf.ModelLoadError, match="head_parameters.safetensors.*layer_weights"):
+        tf.load_adapter(tmp_path / "adapter")
+    tf.merge_and_save(peft_model, tmp_path / "merged", fe)
+    from transformers import AutoModelForAudioClassification
+
+    merged = AutoModelForAudioClassification.from_pretrained(tmp_path / "merged").eval()
+    assert torch.equal(merged.layer_weights.detach(), trained)
 
 
 def _train_steps(model, x, y, steps=3, lr=1e-2):

@@ -22,10 +22,10 @@ import numpy as np
 
 from ..clips import softmax
 from ..spec import RunSpec
-from ..tasks import ModelTask
+from ..tasks import ModelTask, TargetScale
 
 __all__ = ["ExperimentData", "Family", "Fitted", "Predictions", "TargetScale", "eval_sets", "output_scores",
-           "target_matrix"]
+           "target_matrix", "target_scale"]
 
 # split name -> (dataset of the scored clips, outputs in the dataset's row order): class probabilities (n, C)
 # for classification; in the ModelTask layout otherwise (regression: values (n, T) in the targets' units;
@@ -42,22 +42,9 @@ def target_matrix(ds, targets) -> np.ndarray:
     return np.stack([np.asarray(ds[t], dtype=np.float32) for t in targets], axis=1).reshape(len(ds), len(targets))
 
 
-@dataclass
-class TargetScale:
-    """Training-split mean and standard deviation of each target: neural families train on standardised
-    targets and fold the scale back into the output layer (``ser_hf.models.heads.fold_target_scale``)."""
-
-    mean: np.ndarray
-    std: np.ndarray
-
-    @classmethod
-    def of(cls, ds, targets) -> "TargetScale":
-        values = target_matrix(ds, targets).astype(np.float64)
-        std = values.std(axis=0)
-        return cls(values.mean(axis=0), np.where(std > 0, std, 1.0))
-
-    def standardise(self, values) -> np.ndarray:
-        return ((np.asarray(values, dtype=np.float64) - self.mean) / self.std).astype(np.float32)
+def target_scale(ds, targets) -> TargetScale:
+    """The :class:`~ser_hf.tasks.TargetScale` of a (training) dataset's target columns."""
+    return TargetScale.of(target_matrix(ds, targets))
 
 
 def output_scores(task: ModelTask, raw: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ from ..models.heads import fold_target_scale
 from ..spec import SpecAugmentConfig
 from ..training import Trainer, TrainerConfig, make_dataloader
 from .acoustic import feature_sets
-from .base import ExperimentData, Family, Fitted, Predictions, TargetScale, output_scores
+from .base import ExperimentData, Family, Fitted, Predictions, TargetScale, output_scores, target_scale
 
 __all__ = ["BaselineFamily", "window_loader"]
 
@@ -71,7 +71,7 @@ class BaselineFamily(Family):
         input_shape = tuple(np.asarray(self._windows["train"].with_format("numpy")[0]["features"]).shape)
         model = build_baseline(spec.family, input_shape, id2label=list(task.output_names) if task.has_values
                                else data.label_names, task=task, **spec.model.architecture)
-        self.scale = TargetScale.of(feats["train"], task.targets) if task.has_values else None
+        self.scale = target_scale(feats["train"], task.targets) if task.has_values else None
         kw = {"targets": task.targets, "scale": self.scale}
         train_loader = window_loader(self._windows["train"], tcfg, train=True, spec=spec.augment.spec_augment, **kw)
         validation = self._windows.get("validation")

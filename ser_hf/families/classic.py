@@ -29,8 +29,8 @@ def vector_matrix(ds, column: str) -> np.ndarray:
 def check_classifier(model: ClassicModelConfig) -> None:
     """The estimator accepts the recipe's values (the spec already checked the parameter names)."""
     try:
-        ClassicClassifier(model.classifier, search=model.search, targets=("_",) if model.classifier in REGRESSORS
-                          else None, **model.params)
+        ClassicClassifier(model.classifier, search=model.estimator_search,
+                          targets=("_",) if model.classifier in REGRESSORS else None, **model.params)
     except ValueError as err:
         raise SpecError(f"model: {err}") from err
 
@@ -66,17 +66,15 @@ class VectorClassifier(Family):
         return {k: v for k, v in sets.items() if not (k == "validation" and self.merges_validation(data))}
 
     def fit(self, data: ExperimentData, out: Path) -> Fitted:
-        model = self.spec.model
         self._vectors = self.vectors(data)
         merge = self.merges_validation(data)
         task = data.task
-        self.clf = ClassicClassifier(model.classifier, id2label=None if task.task == "regression" else data.label_names,
-                                     targets=task.targets, search=model.search, **model.params)
         train = concatenate_datasets([self._vectors["train"], self._vectors["validation"]]) if merge \
             else self._vectors["train"]
         y = target_matrix(train, task.targets) if task.task == "regression" else np.asarray(train["label"])
         start = time.perf_counter()
-        self.clf.fit(vector_matrix(train, self.column), y, groups=train["speaker_id"])
+        self.clf = self.fit_classifier(self.matrix(train), y, train["speaker_id"],
+                                       None if task.task == "regression" else data.label_names, task.targets)
         seconds = time.perf_counter() - start
         if self.clf.best_params:
             logger.info("inner speaker-grouped CV chose %s", self.clf.best_params)
@@ -86,9 +84,20 @@ class VectorClassifier(Family):
             speakers = {**spk, "train": sorted(spk["train"] + spk["validation"]), "validation": []}
         return Fitted(seconds, speakers=speakers)
 
+    def matrix(self, ds) -> np.ndarray:
+        """The classifier's input matrix of a vectors dataset."""
+        return vector_matrix(ds, self.column)
+
+    def fit_classifier(self, X: np.ndarray, y: np.ndarray, groups, label_names, targets) -> ClassicClassifier:
+        """The estimator fitted on the training vectors (``model.search`` chosen by the inner speaker-grouped CV);
+        ``label_names`` None and ``targets`` the rated dimensions for a regressor."""
+        model = self.spec.model
+        clf = ClassicClassifier(model.classifier, id2label=label_names, targets=targets,
+                                search=model.estimator_search, **model.params)
+        return clf.fit(X, y, groups=groups)
+
     def predict(self, sets: dict) -> Predictions:
-        return {name: (ds, self.clf.predict_outputs(vector_matrix(self._vectors[name], self.column)))
-                for name, ds in sets.items()}
+        return {name: (ds, self.clf.predict_outputs(self.matrix(self._vectors[name]))) for name, ds in sets.items()}
 
 
 class ClassicFamily(VectorClassifier):

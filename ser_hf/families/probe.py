@@ -27,26 +27,33 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..clips import softmax
 from ..embeddings import embed_splits, hidden_state_count
 from ..losses import balanced_class_weights
 from ..models import count_parameters
 from ..models.ct2_whisper import source_hub_id
+from ..models.heads import fold_target_scale
 from ..models.probe import ProbeConfig, ProbeForAudioClassification
 from ..spec import SpecError, TrainerConfig
 from ..training import Trainer, make_dataloader
-from .base import ExperimentData, Family, Fitted, Predictions, eval_sets
+from .base import (ExperimentData, Family, Fitted, Predictions, TargetScale, eval_sets, output_scores, target_matrix,
+                   target_scale)
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ProbeFamily", "embedding_loader"]
 
 
-def embedding_loader(ds, tcfg: TrainerConfig, train: bool):
-    """Rows with an ``embedding`` vector and a ``label`` -> batches ``{input_values, labels, clip_id}``."""
+def embedding_loader(ds, tcfg: TrainerConfig, train: bool, targets: tuple[str, ...] = (),
+                     scale: TargetScale | None = None):
+    """Rows with an ``embedding`` vector and a ``label`` -> batches ``{input_values, labels, clip_id}`` (+ the
+    ``targets`` columns standardised with ``scale`` as ``targets`` in dimensional runs)."""
     x = torch.from_numpy(np.asarray(ds.with_format("numpy")["embedding"], dtype=np.float32))
     y = torch.as_tensor(np.asarray(ds["label"]), dtype=torch.long)
     rows = [{"input_values": x[i], "labels": y[i], "clip_id": torch.tensor(i)} for i in range(len(ds))]
+    if targets:
+        values = torch.from_numpy(scale.standardise(target_matrix(ds, targets)))
+        for i, row in enumerate(rows):
+            row["targets"] = values[i]
     return make_dataloader(rows, tcfg, train=train, collate_fn=torch.utils.data.default_collate)
 
 
@@ -76,20 +83,28 @@ class ProbeFamily(Family):
         if width % num_states:
             raise RuntimeError(f"{self.encoder}: {width} pooled values per clip do not split into {num_states} "
                                f"hidden states")
+        task = self.task = data.task
+        names = list(task.output_names) if task.has_values else list(data.label_names)
+        extra = {**task.to_config(), **({"problem_type": "regression"} if task.task == "regression" else {})}
         config = ProbeConfig(
-            num_states=num_states, state_dim=width // num_states,
-            id2label=dict(enumerate(data.label_names)), label2id={n: i for i, n in enumerate(data.label_names)},
+            num_states=num_states, state_dim=width // num_states, **extra,
+            id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
             encoder_name_or_path=str(self.encoder), pooling=self.settings.pooling,
             speaker_norm=self.settings.speaker_norm, max_duration_s=self.settings.max_duration_s,
             **spec.model.head_options)
         tcfg = spec.trainer
-        self.trainer = Trainer(ProbeForAudioClassification(config), tcfg, out,
-                               class_weights=balanced_class_weights(self._feats["train"]["label"],
-                                                                    len(data.label_names)))
+        weights = balanced_class_weights(self._feats["train"]["label"], len(data.label_names)) if task.has_classes \
+            else None
+        self.trainer = Trainer(ProbeForAudioClassification(config), tcfg, out, class_weights=weights, task=task)
+        self.scale = target_scale(self._feats["train"], task.targets) if task.has_values else None
+        kw = {"targets": task.targets, "scale": self.scale}
         validation = self._feats.get("validation")
-        result = self.trainer.fit(embedding_loader(self._feats["train"], tcfg, True),
-                                  embedding_loader(validation, tcfg, False) if validation is not None else None,
+        result = self.trainer.fit(embedding_loader(self._feats["train"], tcfg, True, **kw),
+                                  embedding_loader(validation, tcfg, False, **kw) if validation is not None else None,
                                   resume=spec.resume)
+        if self.scale is not None:  # the saved probe outputs ratings, not standardised values
+            fold_target_scale(self.trainer.unwrapped_model, len(task.labels) if task.has_classes else 0,
+                              self.scale.mean, self.scale.std)
         weights = self.trainer.unwrapped_model.layer_distribution().detach().cpu().numpy()
         logger.info("probe layer weights: %s", np.round(weights, 3).tolist())
         return Fitted(result.train_seconds, history=result.history, best_epoch=result.best_epoch)
@@ -98,7 +113,7 @@ class ProbeFamily(Family):
         out = {}
         for name, ds in sets.items():
             clip_ids, logits, _ = self.trainer.predict(embedding_loader(self._feats[name], self.spec.trainer, False))
-            out[name] = (ds.select(clip_ids.tolist()), softmax(logits))
+            out[name] = (ds.select(clip_ids.tolist()), output_scores(self.task, logits))
         return out
 
     def save(self, model_dir: Path) -> None:

@@ -18,16 +18,15 @@ from transformers import AutoConfig
 
 from ..augment import augment_dataset
 from ..losses import balanced_class_weights
-from ..clips import softmax
 from ..models.batching import make_audio_loader
 from ..models.ct2_whisper import source_hub_id
-from ..models.heads import encoder_prefix, param_groups
+from ..models.heads import encoder_prefix, fold_target_scale, param_groups
 from ..models.loading import from_pretrained_checked, load_audio_classifier, resolve_model_source
 from ..models.lora import apply_lora, merge_and_save, save_adapter
 from ..models.whisper_crop import crop_whisper
 from ..spec import SpecError, TransformerModelConfig, unknown_key_error
 from ..training import Trainer
-from .base import ExperimentData, Family, Fitted, Predictions
+from .base import ExperimentData, Family, Fitted, Predictions, output_scores, target_scale
 
 __all__ = ["TransformerFamily"]
 
@@ -59,15 +58,20 @@ class TransformerFamily(Family):
         return make_audio_loader(
             ds, self.feature_extractor, train=train, batch_size=tcfg.batch_size if train else tcfg.eval_batch,
             max_duration_s=spec.model.max_duration_s, seed=spec.seed, eval_chunk_s=spec.model.eval_chunk_s,
-            eval_overlap_s=spec.model.eval_overlap_s, num_workers=tcfg.num_workers)
+            eval_overlap_s=spec.model.eval_overlap_s, num_workers=tcfg.num_workers, targets=self.task.targets,
+            target_scale=self.scale)
 
     def fit(self, data: ExperimentData, out: Path) -> Fitted:
         spec, settings, peft = self.spec, self.spec.model, self.spec.peft
+        task = self.task = data.task
         model, self.feature_extractor = load_audio_classifier(
-            settings.name_or_path, data.label_names, freeze_feature_encoder=settings.freeze_feature_encoder,
+            settings.name_or_path, list(task.output_names) if task.has_values else data.label_names,
+            freeze_feature_encoder=settings.freeze_feature_encoder,
             gradient_checkpointing=settings.gradient_checkpointing, local_files_only=settings.local_files_only,
-            **settings.config_overrides,
+            task=task, **settings.config_overrides,
         )
+        # dimensional runs train on standardised targets; the scale is folded into the head after training
+        self.scale = target_scale(data.train, task.targets) if task.has_values else None
         if settings.whisper_crop:  # no-op for non-Whisper models
             model, self.feature_extractor = crop_whisper(model, self.feature_extractor, settings.max_duration_s)
         if peft.enabled:
@@ -78,21 +82,23 @@ class TransformerFamily(Family):
                                        freeze_prefixes=[encoder_prefix(model)])
         groups = param_groups(model, head_lr=settings.head_learning_rate or tcfg.learning_rate,
                               encoder_lr=tcfg.learning_rate, weight_decay=tcfg.weight_decay)
-        self.trainer = Trainer(model, tcfg, out,
-                               class_weights=balanced_class_weights(data.train["label"], len(data.label_names)),
-                               param_groups=groups)
+        weights = balanced_class_weights(data.train["label"], len(data.label_names)) if task.has_classes else None
+        self.trainer = Trainer(model, tcfg, out, class_weights=weights, param_groups=groups, task=task)
         train = augment_dataset(data.train, spec.augment.waveform, seed=spec.seed)
         validation = self.reported_sets(data).get("validation")
         result = self.trainer.fit(self._loader(train, True),
                                   self._loader(validation, False) if validation is not None else None,
                                   resume=spec.resume)
+        if self.scale is not None:  # the saved model outputs ratings, not standardised values
+            fold_target_scale(self.trainer.unwrapped_model, len(task.labels) if task.has_classes else 0,
+                              self.scale.mean, self.scale.std)
         return Fitted(result.train_seconds, history=result.history, best_epoch=result.best_epoch)
 
     def predict(self, sets: dict) -> Predictions:
         out = {}
         for name, ds in sets.items():
             clip_ids, logits, _ = self.trainer.predict(self._loader(ds, False))
-            out[name] = (ds.select(clip_ids.tolist()), softmax(logits))
+            out[name] = (ds.select(clip_ids.tolist()), output_scores(self.task, logits))
         return out
 
     def save(self, model_dir: Path) -> None:

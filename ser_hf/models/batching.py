@@ -110,11 +110,12 @@ class AudioCollator:
 
     Batches: ``input_values`` (waveforms, AST frames) or ``input_features`` (Whisper), ``attention_mask``
     only for checkpoints that use it (see :func:`featurize`), ``labels`` (int64) when rows have a label,
-    ``clip_id`` (int64) when rows have one.
+    ``clip_id`` (int64) when rows have one, ``targets`` (float32, rows x targets) of a dimensional run: the
+    ``targets`` columns standardised with ``target_scale`` (a :class:`~ser_hf.tasks.TargetScale`).
     """
 
     def __init__(self, feature_extractor, max_duration_s: float | None = None, train: bool = False, seed: int = 0,
-                 *, label_column: str = "label"):
+                 *, label_column: str = "label", targets: Sequence[str] = (), target_scale=None):
         if train and not max_duration_s:
             raise ValueError("AudioCollator(train=True) needs max_duration_s (the random crop length)")
         if max_duration_s is not None and max_duration_s <= 0:
@@ -125,6 +126,8 @@ class AudioCollator:
         self.seed = int(seed)
         self.epoch = 0
         self.label_column = label_column
+        self.targets = tuple(targets)
+        self.target_scale = target_scale
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -169,6 +172,11 @@ class AudioCollator:
             if len(clip_ids) != len(rows):
                 raise ValueError("some rows of the batch lack 'clip_id'")
             batch["clip_id"] = torch.tensor(clip_ids, dtype=torch.long)
+        if self.targets:
+            values = np.array([[float(row[t]) for t in self.targets] for row in rows], dtype=np.float64)
+            if self.target_scale is not None:
+                values = self.target_scale.standardise(values)
+            batch["targets"] = torch.tensor(values, dtype=torch.float32)
         return batch
 
 
@@ -307,14 +315,16 @@ def padding_fraction(lengths: Sequence[int], batches: Iterable[Sequence[int]]) -
 
 def make_audio_loader(ds, feature_extractor, *, train: bool, batch_size: int, max_duration_s: float | None = None,
                       seed: int = 0, eval_chunk_s: float | None = None, eval_overlap_s: float = 0.0,
-                      num_workers: int = 0) -> torch.utils.data.DataLoader:
+                      num_workers: int = 0, targets: Sequence[str] = (),
+                      target_scale=None) -> torch.utils.data.DataLoader:
     """A DataLoader wired the way the Trainer expects for audio transformers.
 
     Training: random ``max_duration_s`` crops, length-grouped shuffled batches, both re-drawn from
     (seed, epoch) when the Trainer calls ``dataset.set_epoch``. Evaluation: clips (or ``eval_chunk_s``
     chunks with ``eval_overlap_s`` overlap, sharing their clip's ``clip_id``) in length order, longest first.
     """
-    collator = AudioCollator(feature_extractor, max_duration_s, train=train, seed=seed)
+    collator = AudioCollator(feature_extractor, max_duration_s, train=train, seed=seed, targets=targets,
+                             target_scale=target_scale)
     if train:
         dataset = ClipDataset(ds)
         sr = int(feature_extractor.sampling_rate)

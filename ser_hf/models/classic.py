@@ -113,6 +113,7 @@ class ClassicClassifier:
             if key not in self._base_params:
                 raise ValueError(f"search: {classifier!r} has no parameter {key!r}; valid: {sorted(self._base_params)}")
         self.best_params: dict[str, Any] = {}
+        self.best_score: float | None = None  # the inner CV's macro-F1 of best_params (a search grid only)
         self._fitted = False
 
     # ----------------------------------------------------------------------------------------------------------
@@ -144,16 +145,17 @@ class ClassicClassifier:
             raise ValueError(f"{what}: X holds NaN/inf values (first at [row, col] {bad}); fix the feature extraction")
         return X
 
-    def fit(self, X, y, groups=None) -> ClassicClassifier:
+    def fit(self, X, y, groups=None, score: bool = False) -> ClassicClassifier:
         """Fit scaler and classifier on the training clips. ``y``: integer label ids.
 
         With a ``search`` grid, hyper-parameters are chosen by macro-F1 in an inner cross-validation over
         the training clips grouped by ``groups`` (speaker ids: GroupKFold keeps each speaker in one inner
         fold, so the choice is speaker-independent too), then the best setting is refitted on all of them.
+        ``score=True`` runs that inner CV even without a grid, so ``best_score`` rates the fixed setting.
         """
         X = self._check_x(X, "ClassicClassifier.fit")
         if self.is_regressor:
-            return self._fit_values(X, y, groups)
+            return self._fit_values(X, y, groups, score)
         y = np.asarray(y)
         if y.shape != (X.shape[0],) or not np.issubdtype(y.dtype, np.integer):
             raise ValueError(
@@ -167,13 +169,13 @@ class ClassicClassifier:
             )
         if len(np.unique(y)) < 2:
             raise ValueError(f"ClassicClassifier.fit: training data holds a single class ({np.unique(y)}); need >= 2")
-        if self.search:
+        if self.search or score:
             self._search(X, y, groups)
         self.pipeline.fit(X, y)
         self._fitted = True
         return self
 
-    def _fit_values(self, X: np.ndarray, y, groups) -> ClassicClassifier:
+    def _fit_values(self, X: np.ndarray, y, groups, score: bool = False) -> ClassicClassifier:
         y = np.asarray(y, dtype=np.float64)
         if y.ndim == 1:
             y = y.reshape(-1, 1)
@@ -182,7 +184,7 @@ class ClassicClassifier:
                              f"targets {list(self.targets)}, got shape {y.shape}")
         if not np.isfinite(y).all():
             raise ValueError("ClassicClassifier.fit: y holds NaN/inf (skip unrated clips before fitting)")
-        if self.search:
+        if self.search or score:
             self._search(X, y, groups)
         self.pipeline.fit(X, y)
         self._fitted = True
@@ -205,6 +207,7 @@ class ClassicClassifier:
         search = GridSearchCV(self.pipeline, grid, scoring=scoring, cv=cv, refit=False, n_jobs=1)
         search.fit(X, y, groups=groups)
         self.best_params = {k.rsplit("__", 1)[1]: v for k, v in search.best_params_.items()}
+        self.best_score = float(search.best_score_)
         self.pipeline.set_params(**search.best_params_)
 
     def predict_values(self, X) -> np.ndarray:

@@ -22,6 +22,7 @@ from huggingface_hub.utils import get_session
 from torch import nn
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForAudioClassification
 
+from ..tasks import ModelTask
 from .heads import head_module_names
 
 logger = logging.getLogger(__name__)
@@ -160,9 +161,14 @@ def load_audio_classifier(
     freeze_feature_encoder: bool = True,
     gradient_checkpointing: bool = False,
     local_files_only: bool | None = None,
+    task: ModelTask | None = None,
     **config_overrides: Any,
 ):
     """``(model, feature_extractor)`` for fine-tuning ``name_or_path`` on ``label_names``.
+
+    ``task`` (a :class:`~ser_hf.tasks.ModelTask`): a regression/multitask model's ``label_names`` are its
+    outputs (``task.output_names``: labels then targets; one target is enough), its config gets the task
+    keys and, for regression, HF ``problem_type="regression"``.
 
     The head is sized and labelled from the dataset's labels (``id2label``/``label2id``), so saved models
     and ``pipeline("audio-classification")`` report label names. A head of another size in the checkpoint
@@ -172,7 +178,10 @@ def load_audio_classifier(
     :class:`ModelLoadError` saying how to use a local folder.
     """
     label_names = [str(n) for n in label_names]
-    if len(label_names) < 2 or len(set(label_names)) != len(label_names):
+    dims = task is not None and task.has_values
+    if dims and label_names != list(task.output_names):
+        raise ValueError(f"label_names {label_names} must be the task's outputs {list(task.output_names)}")
+    if len(label_names) < (1 if dims else 2) or len(set(label_names)) != len(label_names):
         raise ValueError(f"label_names must be >= 2 distinct names, got {label_names}")
     name, local_only = resolve_model_source(name_or_path, local_files_only)
     feature_extractor = from_pretrained_checked(AutoFeatureExtractor, name, local_only,
@@ -217,6 +226,11 @@ def load_audio_classifier(
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if task is not None:
+        for key, value in task.to_config().items():
+            setattr(model.config, key, value)
+        if task.task == "regression":
+            model.config.problem_type = "regression"
     return model, feature_extractor
 
 

@@ -8,15 +8,22 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForAudioClassification
 
+from ..runfolder import atomic_path, load_safetensors
 from ..spec import PeftConfig
 from .heads import head_module_names, unwrap_peft
 from .loading import ModelLoadError, from_pretrained_checked, load_feature_extractor, resolve_model_source
 
-__all__ = ["PeftSettings", "apply_lora", "default_lora_targets", "load_adapter", "merge_and_save", "save_adapter"]
+__all__ = ["HEAD_PARAMETERS_FILE", "PeftSettings", "apply_lora", "default_lora_targets", "head_parameters", "load_adapter",
+           "merge_and_save", "save_adapter"]
+
+# The head's bare parameters (``layer_weights``) beside the adapter; peft saves modules only.
+HEAD_PARAMETERS_FILE = "head_parameters.safetensors"
 
 # The ``peft:`` section's dataclass lives in the torch-free run spec.
 PeftSettings = PeftConfig
@@ -51,24 +58,30 @@ def apply_lora(model: nn.Module, r: int = 8, alpha: int = 16, dropout: float = 0
 
     peft only adds ``classifier``/``score`` to ``modules_to_save`` for text tasks; wav2vec2-style models
     also have a randomly initialised ``projector`` that must be trained and saved with the adapter, so
-    the head is discovered with :func:`head_module_names` and listed explicitly.
+    the head is discovered with :func:`head_module_names` and listed explicitly. A bare head parameter
+    (``layer_weights`` of ``use_weighted_layer_sum``) cannot be a ``modules_to_save`` entry: it is made
+    trainable here and saved by :func:`save_adapter` in ``head_parameters.safetensors``.
     """
     heads = head_module_names(model)
     module_heads = [h for h in heads if isinstance(getattr(model, h, None), nn.Module)]
     param_heads = [h for h in heads if h not in module_heads]
-    if param_heads:
-        # modules_to_save takes modules only; a bare head parameter (use_weighted_layer_sum's layer_weights)
-        # would stay frozen and unsaved, silently fixed at its uniform init.
-        raise ValueError(
-            f"LoRA cannot train the head parameter(s) {param_heads} of {type(model).__name__}: set "
-            f"model.use_weighted_layer_sum=false with LoRA, or fine-tune the full model"
-        )
     targets = list(target_modules) if target_modules else default_lora_targets(model)
     config = LoraConfig(
         r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
         modules_to_save=module_heads, bias="none",
     )
-    return get_peft_model(model, config)
+    peft_model = get_peft_model(model, config)
+    # modules_to_save takes modules only: a bare head parameter (use_weighted_layer_sum's layer_weights)
+    # would stay frozen at its uniform init. Train it in full; save_adapter stores it beside the adapter.
+    for name in param_heads:
+        getattr(unwrap_peft(peft_model), name).requires_grad_(True)
+    return peft_model
+
+
+def head_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The head's bare parameters (``layer_weights``), which peft's adapter file does not hold."""
+    inner = unwrap_peft(model)
+    return {n: p for n, p in inner.named_parameters(recurse=False) if n in head_module_names(inner)}
 
 
 def save_adapter(peft_model, output_dir: str | os.PathLike, feature_extractor=None) -> Path:
@@ -76,6 +89,10 @@ def save_adapter(peft_model, output_dir: str | os.PathLike, feature_extractor=No
     (``ser_hf_base_config.json``: head size, labels, overrides) so inference can rebuild the model."""
     out = Path(output_dir)
     peft_model.save_pretrained(out)
+    bare = head_parameters(peft_model)
+    if bare:
+        with atomic_path(out / HEAD_PARAMETERS_FILE) as tmp:
+            save_file({n: p.detach().cpu().contiguous() for n, p in bare.items()}, str(tmp))
     (out / "ser_hf_base_config.json").write_text(json.dumps(unwrap_peft(peft_model).config.to_dict(), indent=2))
     if feature_extractor is not None:
         feature_extractor.save_pretrained(out)
@@ -110,6 +127,18 @@ def load_adapter(adapter_dir: str | os.PathLike, *, local_files_only: bool | Non
     model = from_pretrained_checked(AutoModelForAudioClassification, name, local_only, "base model",
                              config=config, ignore_mismatched_sizes=True)
     peft_model = PeftModel.from_pretrained(model, adapter_dir)
+    bare = head_parameters(peft_model)
+    if bare:
+        path = adapter_dir / HEAD_PARAMETERS_FILE
+        if not path.is_file():
+            raise ModelLoadError(f"{adapter_dir} lacks {HEAD_PARAMETERS_FILE} (the trained {sorted(bare)}); "
+                                 f"save adapters with ser_hf's save_adapter")
+        saved = load_safetensors(path)
+        if set(saved) != set(bare):
+            raise ModelLoadError(f"{path} holds {sorted(saved)}, the model's head parameters are {sorted(bare)}")
+        with torch.no_grad():
+            for n, p in bare.items():
+                p.copy_(saved[n])
     if (adapter_dir / "preprocessor_config.json").is_file():
         feature_extractor = AutoFeatureExtractor.from_pretrained(adapter_dir)
     else:
