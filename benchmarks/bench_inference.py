@@ -414,7 +414,8 @@ def candidates_main(args, argv) -> int:
     from ser_hf.data.audio import decode_audio
     from ser_hf.data.labels import EMODB_CODES
     from ser_hf.export import export_onnx
-    from ser_hf.inference import cpu_flags, load_for_inference
+    from ser_hf.inference import load_for_inference
+    from ser_hf.precision import cpu_flags
 
     transformers.logging.set_verbosity_error()
     model_dir = args.trained_model
