@@ -44,7 +44,11 @@ def main(argv=None) -> int:
     import torch
     from omegaconf import OmegaConf
     from sklearn.metrics import f1_score
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification
+    from transformers import (
+        Wav2Vec2Config,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2ForSequenceClassification,
+    )
 
     from ser_hf.data.audio import decode_audio
     from ser_hf.data.labels import EMODB_CODES, EMODB_LABELS
