@@ -463,8 +463,7 @@ def candidates_main(args, argv) -> int:
     gate = ecfg.get("int8_check") or {}
     default_graph, default_why = onnx_default(ecfg)
     variants = {}
-    for scope, pc in (("all", False), ("all", True), ("weights", False), ("weights", True), ("ffn", False),
-                      ("ffn", True)):
+    for scope, pc in (("all", False), ("all", True), ("ffn", False), ("ffn", True)):
         path = tmp / f"int8_{scope}{'_pc' if pc else ''}.onnx"
         quantize_int8_graph(export / FP32_FILE, path, scope=scope, per_channel=pc)
         variants[f"onnxruntime int8, {scope} MatMul/Gemm{', per-channel' if pc else ''}"] = path

@@ -2,7 +2,7 @@
 
     python scripts/export.py model=runs/demo/emodb-speaker-seed0/model format=onnx output_dir=exports/demo
     python scripts/export.py model=DIR format=onnx output_dir=OUT [quantize=int8] [opset=17] [overwrite=true]
-        [check_audio=CSV_OR_FOLDER] [int8_scope=all|weights|ffn] [per_channel=true|false]
+        [check_audio=CSV_OR_FOLDER] [int8_scope=all|ffn] [per_channel=true|false]
 
 Then: ``python scripts/predict.py model=OUT audio=clips/ [backend=onnx] [precision=auto|fp32|int8]``.
 

@@ -69,10 +69,11 @@ EXPORT_TOLERANCE = 1e-3
 # Weight-carrying ops quantised by the int8 export. Conv stays fp32: onnxruntime's ConvInteger has no fast
 # CPU kernel and made wav2vec2's convolutional front end slower, not faster (benchmarks/results/inference.md).
 INT8_OPS = ("MatMul", "Gemm")
-# Which of those nodes the int8 graph quantises: "all" (every MatMul/Gemm, attention's activation x
-# activation products included), "weights" (only products with a stored weight: the Linear layers),
-# "ffn" (only the transformer feed-forward Linear layers; attention and the feature encoder stay fp32).
-INT8_SCOPES = ("all", "weights", "ffn")
+# Which of those nodes the int8 graph quantises: "all" (every Linear layer: feature projection, attention
+# projections, feed-forward, head; onnxruntime's dynamic quantisation leaves attention's activation x activation
+# products in fp32 by itself) or "ffn" (only the transformer feed-forward Linear layers; attention, the
+# feature encoder/projection and the head stay fp32).
+INT8_SCOPES = ("all", "ffn")
 FFN_MARKERS = ("/feed_forward/", "/fc1/", "/fc2/", "/mlp/", "/intermediate/", "/output/dense/")  # + not attention
 DEFAULT_INT8_SCOPE = "all"
 DEFAULT_PER_CHANNEL = False
@@ -146,8 +147,8 @@ def int8_nodes(fp32_path: str | os.PathLike, scope: str = DEFAULT_INT8_SCOPE) ->
         return None
     graph = onnx.load(str(fp32_path), load_external_data=False).graph
     weights = {i.name for i in graph.initializer}
-    nodes = [n.name for n in graph.node if n.op_type in INT8_OPS and any(x in weights for x in n.input)]
-    return [n for n in nodes if _is_ffn(n)] if scope == "ffn" else nodes
+    return [n.name for n in graph.node if n.op_type in INT8_OPS and any(x in weights for x in n.input)
+            and _is_ffn(n.name)]
 
 
 def quantize_int8_graph(fp32_path: str | os.PathLike, out_path: str | os.PathLike, *,
