@@ -508,6 +508,8 @@ def candidates_main(args, argv) -> int:
                     methods[f"{name} (B={b})"] = (batched(models[name], b), name)
     if "onnxruntime fp32" in models:
         methods["onnxruntime fp32, per file (B=1)"] = (batched(models["onnxruntime fp32"], 1), "onnxruntime fp32")
+    methods = {n: m for n, m in methods.items() if n.startswith(("pipeline", "torch fp32 ("))
+               or not any(x in n for x in args.skip)}
     for fn, _ in methods.values():  # warm-up
         fn(arrays[:2])
     block = big
