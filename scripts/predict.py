@@ -7,7 +7,12 @@
         [window_s=2 hop_s=2] [min_speech_s=0.25 min_silence_s=0.5 max_segment_s=10]
 
 Every model family scores a long file as ``chunk_s`` chunks overlapping by ``overlap_s`` whose logits are
-averaged (one record per file). A clip shorter than 0.25 s (or the model's minimum) is scored with a
+averaged (one record per file). A dimensional model (trained with task=regression) prints its ratings instead of
+a label and probabilities, ``{"file": ..., "values": {"arousal": ..., "valence": ..., "dominance": ...}}`` in the
+targets' own units; a multitask model prints both. Segment rows and segments.csv then carry one column per target,
+summary.csv the mean of each over the file's speech (``mean_<target>``), and the timeline the values over time.
+A model trained on speaker-normalised clip vectors (stats features, embeddings) z-scores the files of one call
+together as one speaker's clips: pass one speaker's clips (at least 2). A clip shorter than 0.25 s (or the model's minimum) is scored with a
 ``warning`` in its record; a silence-only file gives ``"label": "no speech"``; an undecodable file an
 ``error`` record. A file longer than 60 s is read in blocks and scored chunk by chunk (never whole in
 memory). Exit code: 0 when every file was scored, 1 when any failed, 2 for bad arguments; the
@@ -61,7 +66,7 @@ def _segments(predictor, paths, seg: dict, output_dir, args: dict) -> tuple[int,
                 print(json.dumps(row), flush=True)
     rows = sum(len(r["rows"]) for r in results)
     if output_dir is not None:
-        write_outputs(results, predictor.label_names, output_dir)
+        write_outputs(results, predictor.label_names, output_dir, predictor.targets)
     return failed, rows
 
 
@@ -115,7 +120,12 @@ def main(argv: list[str]) -> int:
               f"{failed} failed", file=sys.stderr)
         return 1 if failed else 0
     failed = no_speech = 0
-    for record in _whole_files(predictor, paths, args):
+    try:
+        records = _whole_files(predictor, paths, args)
+    except ValueError as err:  # e.g. a speaker-normalised model given a single clip
+        print(f"predict.py: {err}", file=sys.stderr)
+        return 2
+    for record in records:
         failed += "error" in record
         no_speech += record.get("label") == "no speech"
         print(json.dumps(record), flush=True)

@@ -1,7 +1,12 @@
 """Compare recipes evaluated on identical test clips: table, plots and paired significance tests.
 
-(Over 500 lines: the comparison table, its plots and the paired tests read the same aligned clips;
-splitting the tests into their own module is the next step if it grows.)
+(Over 500 lines: the comparison tables, plots and markdown of classification and of dimensional runs read
+the same aligned clips; the paired tests themselves are in ser_hf/paired_tests.py.)
+
+What is compared is what every recipe's runs share (metrics.json ``task``): class predictions (macro-F1,
+McNemar, ...) when all have labels, dimension values (CCC per target and its mean over targets, issue 14)
+when all are regression/multitask runs of the same targets; a classification run is never compared with
+a regression run (an error says so).
 
 Reads finished run folders only (metrics.json + predictions.csv). Runs made on different splits are
 refused rather than compared: a difference measured on different test speakers says nothing about
@@ -21,12 +26,13 @@ from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
-from scipy.stats import binomtest, wilcoxon
 
 from ser_hf.config import split_compare_args
 from ser_hf.crossval import (
     crossval_recipe,
     HEADLINE,
+    VALUE_HEADLINE,
+    summarize_value_runs,
     RunResult,
     check_same_protocol,
     discover_runs,
@@ -36,7 +42,19 @@ from ser_hf.crossval import (
     summarize_runs,
 )
 from ser_hf.data.splits import builtin_genders
-from ser_hf.groups import group_metrics, normalise_gender
+from ser_hf.groups import group_metrics, normalise_gender, regression_group_metrics
+from ser_hf.paired_tests import (  # noqa: F401 (the tests' names, re-exported from here as before)
+    MIN_FOLDS_WILCOXON,
+    _macro_f1_from_cms,
+    ccc,
+    holm,
+    mcnemar_exact,
+    paired_bootstrap,
+    paired_bootstrap_ccc,
+    paired_bootstrap_ccc_gap,
+    paired_bootstrap_gap,
+    wilcoxon_folds,
+)
 from ser_hf.reporting import PROTOCOLS
 from ser_hf.runfolder import atomic_write, read_metrics
 
@@ -54,114 +72,20 @@ COMPARISON_COLUMNS = (
     "pooled_macro_f1", "n_folds", "folds", "n_test_clips", "corpus", "split", "leaky",
     "worst_speaker", "worst_speaker_macro_f1", "female_macro_f1", "male_macro_f1", "gender_gap",
 )
+COMPARISON_CCC_CSV = "comparison_ccc.csv"
+COMPARISON_CCC_PNG = "comparison_ccc.png"
+SIGNIFICANCE_CCC_CSV = "significance_ccc.csv"
 SIGNIFICANCE_COLUMNS = (
     "recipe_a", "recipe_b", "n_clips", "n_folds", "macro_f1_a", "macro_f1_b", "delta_macro_f1",
     "ci_low", "ci_high", "bootstrap_p", "bootstrap_p_holm", "n_resamples", "a_right_b_wrong",
     "a_wrong_b_right", "mcnemar_p", "wilcoxon_p", "significant",
     "gender_gap_a", "gender_gap_b", "delta_gender_gap", "gap_ci_low", "gap_ci_high", "gap_bootstrap_p",
 )
-MIN_FOLDS_WILCOXON = 5
 
 
 # --------------------------------------------------------------------------------------------------
-# Paired tests
+# Speaker and gender of each clip (the paired tests themselves live in ser_hf.paired_tests)
 # --------------------------------------------------------------------------------------------------
-
-
-def _macro_f1_from_cms(cms: np.ndarray) -> np.ndarray:
-    """Macro-F1 of a stack of confusion matrices (..., K, K), rows = true.
-
-    Same definition as ``ser_hf.metrics.compute_metrics``: the mean runs over the classes present in
-    the references (a resample may lack a rare class). Hand-written because the bootstrap needs
-    thousands of macro-F1 values and compute_metrics per resample would dominate the run time.
-    """
-    tp = np.diagonal(cms, axis1=-2, axis2=-1).astype(float)
-    support = cms.sum(axis=-1)
-    denom = support + cms.sum(axis=-2)  # true count + predicted count = 2TP + FP + FN
-    present = support > 0
-    f1 = np.where(present, 2 * tp / np.where(present, denom, 1), 0.0)
-    return f1.sum(axis=-1) / np.maximum(present.sum(axis=-1), 1)
-
-
-def paired_bootstrap(
-    refs: np.ndarray, preds_a: np.ndarray, preds_b: np.ndarray, num_labels: int,
-    n_resamples: int = 2000, seed: int = 0, chunk: int = 250,
-) -> dict:
-    """Paired bootstrap over clips of macro-F1(A) − macro-F1(B).
-
-    Each resample draws clips with replacement and scores both systems on the same draw. Returns the
-    observed difference, the 95% percentile interval and a two-sided p-value
-    ``min(1, 2·min(#{δ* ≤ 0}+1, #{δ* ≥ 0}+1)/(B+1))`` (how often the resampled difference falls on
-    the other side of zero).
-    """
-    refs, preds_a, preds_b = (np.asarray(x, dtype=np.int64) for x in (refs, preds_a, preds_b))
-    n = refs.size
-    if n == 0 or preds_a.size != n or preds_b.size != n:
-        raise ValueError(f"paired_bootstrap needs equal, non-empty arrays (got {n}, {preds_a.size}, {preds_b.size})")
-    k2 = num_labels * num_labels
-    cell_a, cell_b = refs * num_labels + preds_a, refs * num_labels + preds_b
-    observed = float(_macro_f1_from_cms(np.bincount(cell_a, minlength=k2).reshape(num_labels, num_labels))
-                     - _macro_f1_from_cms(np.bincount(cell_b, minlength=k2).reshape(num_labels, num_labels)))
-    rng = np.random.default_rng(seed)
-    deltas = np.empty(n_resamples)
-    for start in range(0, n_resamples, chunk):
-        m = min(chunk, n_resamples - start)
-        idx = rng.integers(0, n, size=(m, n))
-        offset = (np.arange(m) * k2)[:, None]
-        # One bincount gives the confusion matrix of every resample in the chunk.
-        cms_a = np.bincount((offset + cell_a[idx]).ravel(), minlength=m * k2).reshape(m, num_labels, num_labels)
-        cms_b = np.bincount((offset + cell_b[idx]).ravel(), minlength=m * k2).reshape(m, num_labels, num_labels)
-        deltas[start:start + m] = _macro_f1_from_cms(cms_a) - _macro_f1_from_cms(cms_b)
-    # Tolerance so that exactly equal systems (all deltas 0 up to float noise) land on both sides.
-    eps = 1e-12
-    below = int(np.sum(deltas <= eps))
-    above = int(np.sum(deltas >= -eps))
-    p = min(1.0, 2 * min(below + 1, above + 1) / (n_resamples + 1))
-    lo, hi = np.percentile(deltas, [2.5, 97.5])
-    return {"delta": observed, "ci_low": float(lo), "ci_high": float(hi), "p": float(p), "n_resamples": n_resamples}
-
-
-# --- per-gender gap (issue 15): same paired clip bootstrap, the statistic is gap(A) - gap(B) ----------------
-
-
-def paired_bootstrap_gap(
-    refs: np.ndarray, preds_a: np.ndarray, preds_b: np.ndarray, female: np.ndarray, male: np.ndarray,
-    num_labels: int, n_resamples: int = 2000, seed: int = 0, chunk: int = 250,
-) -> dict:
-    """Paired bootstrap over clips of gap(A) − gap(B), gap = macro-F1(female clips) − macro-F1(male clips).
-
-    Same resampling and p-value as :func:`paired_bootstrap` (both recipes scored on the same draw); clips of
-    unknown gender take part in the draw but in neither group. Returns the observed gaps too."""
-    refs, preds_a, preds_b = (np.asarray(x, dtype=np.int64) for x in (refs, preds_a, preds_b))
-    female, male = np.asarray(female, bool), np.asarray(male, bool)
-    n = refs.size
-    if not female.any() or not male.any():
-        raise ValueError("paired_bootstrap_gap needs clips of both genders")
-    k2 = num_labels * num_labels
-    group = np.where(female, 0, np.where(male, 1, 2))  # 2 = unknown, dropped from both groups
-
-    def gaps(cells: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        m = idx.shape[0]
-        flat = ((np.arange(m) * 3 * k2)[:, None] + group[idx] * k2 + cells[idx]).ravel()
-        cms = np.bincount(flat, minlength=m * 3 * k2).reshape(m, 3, num_labels, num_labels)
-        f1 = _macro_f1_from_cms(cms)
-        return f1[:, 0] - f1[:, 1]
-
-    cell_a, cell_b = refs * num_labels + preds_a, refs * num_labels + preds_b
-    whole = np.arange(n)[None]
-    gap_a, gap_b = float(gaps(cell_a, whole)[0]), float(gaps(cell_b, whole)[0])
-    rng = np.random.default_rng(seed)
-    deltas = np.empty(n_resamples)
-    for start in range(0, n_resamples, chunk):
-        m = min(chunk, n_resamples - start)
-        idx = rng.integers(0, n, size=(m, n))
-        deltas[start:start + m] = gaps(cell_a, idx) - gaps(cell_b, idx)
-    eps = 1e-12
-    below, above = int(np.sum(deltas <= eps)), int(np.sum(deltas >= -eps))
-    p = min(1.0, 2 * min(below + 1, above + 1) / (n_resamples + 1))
-    lo, hi = np.percentile(deltas, [2.5, 97.5])
-    return {"gap_a": gap_a, "gap_b": gap_b, "delta": gap_a - gap_b, "ci_low": float(lo), "ci_high": float(hi),
-            "p": float(p), "n_resamples": n_resamples}
 
 
 def _clip_groups(runs: Sequence[RunResult], keys: Sequence[tuple]) -> tuple[np.ndarray, np.ndarray]:
@@ -182,42 +106,6 @@ def _clip_groups(runs: Sequence[RunResult], keys: Sequence[tuple]) -> tuple[np.n
     return np.asarray([info[k][0] for k in keys]), np.asarray([info[k][1] for k in keys])
 
 
-# --- end per-gender gap ---------------------------------------------------------------------------------
-
-
-def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
-    """McNemar's exact test on paired per-clip correctness: a two-sided binomial test of the
-    discordant clips (A right/B wrong vs A wrong/B right) against 1/2."""
-    correct_a, correct_b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
-    a_only = int(np.sum(correct_a & ~correct_b))
-    b_only = int(np.sum(~correct_a & correct_b))
-    p = 1.0 if a_only + b_only == 0 else float(binomtest(a_only, a_only + b_only, 0.5).pvalue)
-    return {"a_right_b_wrong": a_only, "a_wrong_b_right": b_only, "p": p}
-
-
-def wilcoxon_folds(f1_a: Sequence[float], f1_b: Sequence[float]) -> float | None:
-    """Wilcoxon signed-rank p-value on per-fold macro-F1; None with fewer than 5 folds (too few to
-    ever reach p < 0.05)."""
-    a, b = np.asarray(f1_a, float), np.asarray(f1_b, float)
-    if a.size < MIN_FOLDS_WILCOXON:
-        return None
-    if np.allclose(a, b):  # scipy warns and divides by zero here; identical folds mean no evidence
-        return 1.0
-    return float(wilcoxon(a, b).pvalue)
-
-
-def holm(pvalues: Sequence[float]) -> list[float]:
-    """Holm–Bonferroni adjusted p-values (step-down, monotone), for the family of all pairs."""
-    m = len(pvalues)
-    order = np.argsort(pvalues)
-    adjusted = np.empty(m)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * pvalues[i]))
-        adjusted[i] = running
-    return [float(x) for x in adjusted]
-
-
 # --------------------------------------------------------------------------------------------------
 # Consistency checks
 # --------------------------------------------------------------------------------------------------
@@ -231,9 +119,32 @@ def _refuse(a: str, b: str, field: str, va, vb) -> ValueError:
     )
 
 
-def _check_same_test_sets(name_a: str, runs_a: Sequence[RunResult], name_b: str, runs_b: Sequence[RunResult]):
+def shared_outputs(loaded: Mapping[str, Sequence[RunResult]]) -> tuple[bool, bool]:
+    """``(labels, values)``: whether every recipe's runs carry class predictions, and dimension values of the
+    same targets. Refuses recipes that share neither (a classification run against a regression run) or that
+    predict different targets."""
+    names = list(loaded)
+    first = {n: runs[0] for n, runs in loaded.items()}
+    labels = all(r.has_labels for r in first.values())
+    values = all(r.has_values for r in first.values())
+    if not labels and not values:
+        kinds = ", ".join(f"{n!r}: {first[n].task}" for n in names)
+        raise ValueError(f"refusing to compare a classification run with a regression run ({kinds}): a classification "
+                         "run has class predictions (macro-F1), a regression run dimension values (CCC); there is "
+                         "nothing to compare them on. Compare classification recipes with each other and "
+                         "regression (or multitask) recipes with each other.")
+    if values:
+        ref = names[0]
+        for n in names[1:]:
+            if first[n].targets != first[ref].targets:
+                raise _refuse(ref, n, "targets", list(first[ref].targets), list(first[n].targets))
+    return labels, values
+
+
+def _check_same_test_sets(name_a: str, runs_a: Sequence[RunResult], name_b: str, runs_b: Sequence[RunResult],
+                          labels: bool = True, values: bool = False):
     ra, rb = runs_a[0], runs_b[0]
-    for field in ("corpus", "split", "label_names"):
+    for field in ("corpus", "split") + (("label_names",) if labels else ()):
         if getattr(ra, field) != getattr(rb, field):
             raise _refuse(name_a, name_b, field, repr(getattr(ra, field)), repr(getattr(rb, field)))
     folds_a, folds_b = [r.fold for r in runs_a], [r.fold for r in runs_b]
@@ -242,8 +153,8 @@ def _check_same_test_sets(name_a: str, runs_a: Sequence[RunResult], name_b: str,
     for a, b in zip(runs_a, runs_b):
         if a.test_speakers != b.test_speakers:
             raise _refuse(name_a, name_b, f"test speakers of fold {a.fold}", a.test_speakers, b.test_speakers)
-        clips_a = {(r["corpus"], r["file"]): r["label"] for r in a.test_rows}
-        clips_b = {(r["corpus"], r["file"]): r["label"] for r in b.test_rows}
+        clips_a = {(r["corpus"], r["file"]): r for r in a.test_rows}
+        clips_b = {(r["corpus"], r["file"]): r for r in b.test_rows}
         if clips_a.keys() != clips_b.keys():
             only_a = sorted(clips_a.keys() - clips_b.keys())
             only_b = sorted(clips_b.keys() - clips_a.keys())
@@ -252,11 +163,20 @@ def _check_same_test_sets(name_a: str, runs_a: Sequence[RunResult], name_b: str,
                 f"{len(only_a)} clip(s) only here, e.g. {[f for _, f in only_a[:3]]}",
                 f"{len(only_b)} clip(s) only here, e.g. {[f for _, f in only_b[:3]]}",
             )
-        wrong = sorted(k for k in clips_a if clips_a[k] != clips_b[k])
-        if wrong:
-            k = wrong[0]
-            raise _refuse(name_a, name_b, f"true labels of {len(wrong)} test clip(s) of fold {a.fold}",
-                          f"{k[1]} = {clips_a[k]!r}", f"{k[1]} = {clips_b[k]!r}")
+        columns = (["label"] if labels else []) + ([f"true_{t}" for t in ra.targets] if values else [])
+        for column in columns:
+            wrong = sorted(k for k in clips_a if not _same_truth(clips_a[k][column], clips_b[k][column]))
+            if wrong:
+                k = wrong[0]
+                what = "true labels" if column == "label" else f"{column} values"
+                raise _refuse(name_a, name_b, f"{what} of {len(wrong)} test clip(s) of fold {a.fold}",
+                              f"{k[1]} = {clips_a[k][column]!r}", f"{k[1]} = {clips_b[k][column]!r}")
+
+
+def _same_truth(a, b) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return bool(np.isclose(float(a), float(b), rtol=0, atol=1e-6))
+    return a == b
 
 
 # --------------------------------------------------------------------------------------------------
@@ -283,6 +203,40 @@ def _features_text(features) -> str:
     return str(features)
 
 
+def _recipe_info(name: str, runs: Sequence[RunResult]) -> dict:
+    """The columns of a comparison row that describe the recipe rather than its scores."""
+    seconds = [r.metrics.get("train_seconds") for r in runs]
+    seconds = [float(s) for s in seconds if s is not None]
+    params = {r.metrics.get("num_parameters") for r in runs}
+    known = [p for p in params if p is not None]
+    return {
+        "recipe": name,
+        "model_family": runs[0].metrics.get("model_family", ""),
+        "features": _features_text(runs[0].metrics.get("features")),
+        "num_parameters": params.pop() if len(params) == 1 else (max(known) if known else None),
+        "train_seconds_total": sum(seconds) if seconds else None,
+        "train_seconds_mean": float(np.mean(seconds)) if seconds else None,
+        "n_folds": len(runs),
+        "folds": " ".join("" if r.fold is None else str(r.fold) for r in runs).strip(),
+        "corpus": runs[0].corpus,
+        "split": runs[0].split,
+        "leaky": runs[0].leaky,
+    }
+
+
+def _aligned_values(runs: Sequence[RunResult], keys: Sequence[tuple]) -> tuple[np.ndarray, np.ndarray]:
+    """(true, predicted) dimension values (clips, targets) of a recipe's test clips in the order of ``keys``."""
+    trues, preds, order = [], [], []
+    for run in runs:
+        t, p = run.target_values()
+        trues.append(t)
+        preds.append(p)
+        order += run.clip_keys()
+    position = {k: i for i, k in enumerate(order)}
+    idx = np.asarray([position[k] for k in keys])
+    return np.concatenate(trues)[idx], np.concatenate(preds)[idx]
+
+
 def _aligned(runs: Sequence[RunResult], keys: Sequence[tuple]) -> tuple[np.ndarray, np.ndarray]:
     """(references, predictions) of a recipe's test clips in the order of ``keys``."""
     refs, preds, order = [], [], []
@@ -307,10 +261,13 @@ def compare(
 ) -> dict:
     """Compare recipes, each given as its run folders over the same folds (one folder for a single split).
 
-    Refuses (ValueError) groups that differ in corpus, split, folds, label set, or a fold's test
-    speakers or test clips. Writes comparison.csv, comparison.md, comparison.png, per_class_f1.png and
-    significance.csv into ``out_dir``; returns {"corpus", "split", "folds", "n_clips", "rows", "per_class_f1",
-    "pairs", "files"}.
+    Refuses (ValueError) groups that differ in corpus, split, folds, label set, targets, or a fold's test
+    speakers or test clips, and a classification recipe against a regression one (:func:`shared_outputs`).
+    Classes: writes comparison.csv, comparison.md, comparison.png, per_class_f1.png and significance.csv into
+    ``out_dir``; returns {"corpus", "split", "folds", "n_clips", "rows", "per_class_f1", "pairs", "files"}.
+    Dimensions (regression/multitask runs): writes comparison_ccc.csv, significance_ccc.csv and
+    comparison_ccc.png, and the result gains "dimensions" ({"targets", "rows", "pairs", "groups"}); a
+    regression-only comparison has no class keys.
     """
     if len(groups) < 2:
         raise ValueError(f"compare needs at least two recipes, got {list(groups)}")
@@ -321,41 +278,53 @@ def compare(
         loaded[name] = check_same_protocol([load_run(d) for d in dirs], f"recipe {name!r}")
     names = list(loaded)
     ref_name = names[0]
+    labels, values = shared_outputs(loaded)
     for name in names[1:]:
-        _check_same_test_sets(ref_name, loaded[ref_name], name, loaded[name])
+        _check_same_test_sets(ref_name, loaded[ref_name], name, loaded[name], labels, values)
 
     first = loaded[ref_name][0]
-    label_names = first.label_names
-    num_labels = len(label_names)
     keys = sorted((k for run in loaded[ref_name] for k in run.clip_keys()), key=lambda k: (k[0] or 0, k[1], k[2]))
     folds = [r.fold for r in loaded[ref_name]]
-
-    rows, per_class, aligned, fold_f1 = [], {}, {}, {}
     speakers, genders = _clip_groups(loaded[ref_name], keys)
+    n_pairs = len(names) * (len(names) - 1) // 2
+    # A bootstrap of B resamples cannot give p below 2/(B+1), and Holm multiplies the smallest p by the number
+    # of pairs: with many recipes, 2000 resamples could never show any difference as significant. Raise B
+    # so that the floor, after Holm, sits at alpha/2.
+    n_resamples = max(n_resamples, math.ceil(4 * n_pairs / alpha))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = {"corpus": first.corpus, "split": first.split, "folds": folds, "n_clips": len(keys), "alpha": alpha,
+              "files": {"md": str(out_dir / COMPARISON_MD)}}
+    markdown = []
+    if labels:
+        result.update(_compare_labels(loaded, keys, folds, speakers, genders, out_dir, n_resamples, seed, alpha))
+        markdown.append(_comparison_markdown(result))
+    if values:
+        result["dimensions"] = _compare_values(loaded, keys, folds, speakers, genders, out_dir, n_resamples, seed,
+                                               alpha)
+        result["files"].update(result["dimensions"].pop("files"))
+        markdown.append(_value_comparison_markdown(result, header=not labels))
+    atomic_write(out_dir / COMPARISON_MD, "\n".join(markdown))
+    logger.info("comparison of %s written to %s", names, out_dir / COMPARISON_MD)
+    return result
+
+
+def _compare_labels(loaded: Mapping[str, Sequence[RunResult]], keys, folds, speakers, genders, out_dir: Path,
+                    n_resamples: int, seed: int, alpha: float) -> dict:
+    """The class comparison (macro-F1 table, per-class F1, paired bootstrap, McNemar, Wilcoxon, gender gap)."""
+    names = list(loaded)
+    first = loaded[names[0]][0]
+    label_names = first.label_names
+    num_labels = len(label_names)
+    rows, per_class, aligned, fold_f1 = [], {}, {}, {}
     groups_of: dict[str, dict] = {}
     for name, runs in loaded.items():
         summary = summarize_runs(runs)
         aligned[name] = _aligned(runs, keys)
         fold_f1[name] = [f["macro_f1"] for f in summary["folds"]]
         per_class[name] = summary["pooled"]["per_class_f1"]
-        seconds = [r.metrics.get("train_seconds") for r in runs]
-        seconds = [float(s) for s in seconds if s is not None]
-        params = {r.metrics.get("num_parameters") for r in runs}
-        row = {
-            "recipe": name,
-            "model_family": runs[0].metrics.get("model_family", ""),
-            "features": _features_text(runs[0].metrics.get("features")),
-            "num_parameters": params.pop() if len(params) == 1 else max(p for p in params if p is not None),
-            "train_seconds_total": sum(seconds) if seconds else None,
-            "train_seconds_mean": float(np.mean(seconds)) if seconds else None,
-            "pooled_macro_f1": summary["pooled"]["macro_f1"],
-            "n_folds": len(runs),
-            "folds": " ".join("" if r.fold is None else str(r.fold) for r in runs).strip(),
-            "n_test_clips": summary["pooled"]["n_clips"],
-            "corpus": first.corpus,
-            "split": first.split,
-            "leaky": runs[0].leaky,
-        }
+        row = {**_recipe_info(name, runs), "pooled_macro_f1": summary["pooled"]["macro_f1"],
+               "n_test_clips": summary["pooled"]["n_clips"]}
         for key in HEADLINE:
             row[f"{key}_mean"], row[f"{key}_std"] = summary["mean"][key], summary["std"][key]
         groups_of[name] = group_metrics(*aligned[name], speakers, genders, label_names)  # pooled over folds
@@ -366,11 +335,6 @@ def compare(
                    gender_gap=groups_of[name]["gender_gap"])
         rows.append(row)
 
-    n_pairs = len(names) * (len(names) - 1) // 2
-    # A bootstrap of B resamples cannot give p below 2/(B+1), and Holm multiplies the smallest p by the number
-    # of pairs: with many recipes, 2000 resamples could never show any difference as significant. Raise B
-    # so that the floor, after Holm, sits at alpha/2.
-    n_resamples = max(n_resamples, math.ceil(4 * n_pairs / alpha))
     pairs = []
     for a, b in combinations(names, 2):
         refs, preds_a = aligned[a]
@@ -396,23 +360,93 @@ def compare(
         # Family-wise: with several pairs a difference is called significant on the Holm-adjusted p.
         pair["significant"] = adjusted < alpha
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     _write_csv(out_dir / COMPARISON_CSV, COMPARISON_COLUMNS, rows)
     _write_csv(out_dir / SIGNIFICANCE_CSV, SIGNIFICANCE_COLUMNS, pairs)
     plot_macro_f1_bars(rows, out_dir / COMPARISON_PNG)
     plot_per_class_f1(per_class, label_names, out_dir / PER_CLASS_PNG)
-    result = {
-        "corpus": first.corpus, "split": first.split, "folds": folds, "n_clips": len(keys),
-        "label_names": label_names, "rows": rows, "per_class_f1": per_class, "pairs": pairs, "alpha": alpha,
-        "groups": groups_of,
+    return {
+        "label_names": label_names, "rows": rows, "per_class_f1": per_class, "pairs": pairs, "groups": groups_of,
         "files": {k: str(out_dir / v) for k, v in (
             ("csv", COMPARISON_CSV), ("md", COMPARISON_MD), ("bar_chart", COMPARISON_PNG),
             ("per_class_f1", PER_CLASS_PNG), ("significance", SIGNIFICANCE_CSV))},
     }
-    atomic_write(out_dir / COMPARISON_MD, _comparison_markdown(result))
-    logger.info("comparison of %s written to %s", names, out_dir / COMPARISON_MD)
-    return result
+
+
+def value_columns(targets: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Columns of comparison_ccc.csv and significance_ccc.csv for these targets."""
+    per = [f"ccc_{t}" for t in targets]
+    rows = ("recipe", "model_family", "features", "num_parameters", "train_seconds_total", "train_seconds_mean",
+            "ccc_mean_mean", "ccc_mean_std", *(f"{k}_{x}" for k in per for x in ("mean", "std")),
+            "pooled_ccc_mean", *(f"pooled_{k}" for k in per), "n_folds", "folds", "n_test_clips", "corpus", "split",
+            "leaky", "worst_speaker", "worst_speaker_ccc_mean", "female_ccc_mean", "male_ccc_mean", "gender_gap")
+    pairs = ("recipe_a", "recipe_b", "n_clips", "n_folds", "ccc_mean_a", "ccc_mean_b", "delta_ccc_mean", "ci_low",
+             "ci_high", "bootstrap_p", "bootstrap_p_holm", "n_resamples", "wilcoxon_p", "significant",
+             *(f"{k}_{x}" for k in per for x in ("a", "b", "delta", "ci_low", "ci_high", "p", "p_holm", "significant")),
+             "gender_gap_a", "gender_gap_b", "delta_gender_gap", "gap_ci_low", "gap_ci_high", "gap_bootstrap_p")
+    return rows, pairs
+
+
+def _compare_values(loaded: Mapping[str, Sequence[RunResult]], keys, folds, speakers, genders, out_dir: Path,
+                    n_resamples: int, seed: int, alpha: float) -> dict:
+    """The dimensional comparison (issue 14): CCC per target and mean CCC per recipe (mean ± std over folds,
+    pooled), per speaker and gender, and per pair a paired bootstrap over clips of ΔCCC per target and of Δ mean
+    CCC (Holm-adjusted over the pairs for the mean, over pairs × targets for the targets), Wilcoxon over folds
+    of the mean CCC, and a paired bootstrap of the female − male gap in mean CCC."""
+    names = list(loaded)
+    targets = list(loaded[names[0]][0].targets)
+    row_columns, pair_columns = value_columns(targets)
+    rows, aligned, fold_ccc, groups_of = [], {}, {}, {}
+    for name, runs in loaded.items():
+        summary = summarize_value_runs(runs)
+        aligned[name] = _aligned_values(runs, keys)
+        fold_ccc[name] = [f[VALUE_HEADLINE] for f in summary["folds"]]
+        row = {**_recipe_info(name, runs), "n_test_clips": summary["pooled"]["n_clips"],
+               "pooled_ccc_mean": summary["pooled"]["ccc_mean"]}
+        for key in summary["mean"]:
+            row[f"{key}_mean"], row[f"{key}_std"] = summary["mean"][key], summary["std"][key]
+        row.update({f"pooled_ccc_{t}": summary["pooled"][f"ccc_{t}"] for t in targets})
+        g = groups_of[name] = regression_group_metrics(*aligned[name], speakers, genders, targets)
+        worst = g["worst_speaker"] or {}
+        row.update(worst_speaker=worst.get("speaker"), worst_speaker_ccc_mean=worst.get("ccc_mean"),
+                   female_ccc_mean=g["per_gender"].get("female", {}).get("ccc_mean"),
+                   male_ccc_mean=g["per_gender"].get("male", {}).get("ccc_mean"), gender_gap=g["gender_gap"])
+        rows.append(row)
+
+    pairs = []
+    both = (genders == "female").any() and (genders == "male").any()
+    for a, b in combinations(names, 2):
+        true, pred_a = aligned[a]
+        _, pred_b = aligned[b]
+        boot = paired_bootstrap_ccc(true, pred_a, pred_b, targets, n_resamples=n_resamples, seed=seed)
+        m = boot["mean"]
+        pair = {"recipe_a": a, "recipe_b": b, "n_clips": int(len(true)), "n_folds": len(folds),
+                "ccc_mean_a": m["ccc_a"], "ccc_mean_b": m["ccc_b"], "delta_ccc_mean": m["delta"],
+                "ci_low": m["ci_low"], "ci_high": m["ci_high"], "bootstrap_p": m["p"], "n_resamples": n_resamples,
+                "wilcoxon_p": wilcoxon_folds(fold_ccc[a], fold_ccc[b])}
+        for t in targets:
+            r = boot[t]
+            pair.update({f"ccc_{t}_a": r["ccc_a"], f"ccc_{t}_b": r["ccc_b"], f"ccc_{t}_delta": r["delta"],
+                         f"ccc_{t}_ci_low": r["ci_low"], f"ccc_{t}_ci_high": r["ci_high"], f"ccc_{t}_p": r["p"]})
+        if both:
+            gap = paired_bootstrap_ccc_gap(true, pred_a, pred_b, genders == "female", genders == "male",
+                                           n_resamples=n_resamples, seed=seed)
+            pair.update(gender_gap_a=gap["gap_a"], gender_gap_b=gap["gap_b"], delta_gender_gap=gap["delta"],
+                        gap_ci_low=gap["ci_low"], gap_ci_high=gap["ci_high"], gap_bootstrap_p=gap["p"])
+        pairs.append(pair)
+    for pair, adjusted in zip(pairs, holm([p["bootstrap_p"] for p in pairs])):
+        pair["bootstrap_p_holm"] = adjusted
+        pair["significant"] = adjusted < alpha
+    per_target = [(pair, t) for pair in pairs for t in targets]
+    for (pair, t), adjusted in zip(per_target, holm([pair[f"ccc_{t}_p"] for pair, t in per_target])):
+        pair[f"ccc_{t}_p_holm"] = adjusted
+        pair[f"ccc_{t}_significant"] = adjusted < alpha
+
+    _write_csv(out_dir / COMPARISON_CCC_CSV, row_columns, rows)
+    _write_csv(out_dir / SIGNIFICANCE_CCC_CSV, pair_columns, pairs)
+    plot_ccc_bars(rows, targets, out_dir / COMPARISON_CCC_PNG)
+    return {"targets": targets, "rows": rows, "pairs": pairs, "groups": groups_of,
+            "files": {"ccc_csv": str(out_dir / COMPARISON_CCC_CSV), "ccc_bar_chart": str(out_dir / COMPARISON_CCC_PNG),
+                      "ccc_significance": str(out_dir / SIGNIFICANCE_CCC_CSV)}}
 
 
 def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict]) -> None:
@@ -443,6 +477,30 @@ def plot_macro_f1_bars(rows: Sequence[dict], path: str | os.PathLike) -> Path:
     ax.set_ylabel("macro-F1 (mean ± std over folds)")
     ax.set_ylim(0, 1)
     ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return Path(path)
+
+
+def plot_ccc_bars(rows: Sequence[dict], targets: Sequence[str], path: str | os.PathLike) -> Path:
+    """Grouped bars per recipe: mean CCC and each target's CCC (mean over folds, error bar = sample std)."""
+    keys = ["ccc_mean", *(f"ccc_{t}" for t in targets)]
+    names = [r["recipe"] + (" (leaky)" if r["leaky"] else "") for r in rows]
+    fig = Figure(figsize=(max(4.5, 1.4 * len(rows) * len(keys) / 2 + 2), 4.0))
+    ax = fig.add_subplot()
+    x = np.arange(len(rows))
+    width = 0.8 / len(keys)
+    for j, key in enumerate(keys):
+        means = [r[f"{key}_mean"] for r in rows]
+        stds = [r[f"{key}_std"] or 0.0 for r in rows]
+        ax.bar(x + (j - (len(keys) - 1) / 2) * width, means, width, yerr=stds, capsize=3,
+               label="mean CCC" if key == "ccc_mean" else key[4:])
+    ax.set_xticks(x, labels=names, rotation=30, ha="right")
+    ax.set_ylabel("CCC (mean ± std over folds)")
+    ax.set_ylim(min(0.0, *(r["ccc_mean_mean"] for r in rows)), 1)
+    ax.axhline(0, color="0.3", linewidth=0.8)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return Path(path)
@@ -502,6 +560,11 @@ def _p_text(p: float) -> str:
     return f"{p:.2g}"
 
 
+def _boot_p_text(p: float, n_resamples: int) -> str:
+    # The smallest p a bootstrap of B resamples can give is 2/(B+1): say "≤" there, not "=".
+    return f"p ≤ {_p_text(p)}" if p <= 2 / (n_resamples + 1) + 1e-15 else f"p = {_p_text(p)}"
+
+
 def _comparison_markdown(res: dict) -> str:
     rows, pairs, alpha = res["rows"], res["pairs"], res["alpha"]
     folds = res["folds"]
@@ -544,9 +607,7 @@ def _comparison_markdown(res: dict) -> str:
     lines.append("")
     for p in pairs:
         verdict = "significant" if p["significant"] else "not significant"
-        # The smallest p a bootstrap of B resamples can give is 2/(B+1): say "≤" there, not "=".
-        at_floor = p["bootstrap_p"] <= 2 / (p["n_resamples"] + 1) + 1e-15
-        boot_p = f"p ≤ {_p_text(p['bootstrap_p'])}" if at_floor else f"p = {_p_text(p['bootstrap_p'])}"
+        boot_p = _boot_p_text(p["bootstrap_p"], p["n_resamples"])
         text = (f"- **{p['recipe_a']} vs {p['recipe_b']}**: ΔF1 = {_signed(p['delta_macro_f1'])} "
                 f"[{_signed(p['ci_low'])}, {_signed(p['ci_high'])}], {boot_p}")
         if len(pairs) > 1:
@@ -560,6 +621,72 @@ def _comparison_markdown(res: dict) -> str:
             text += (f" Female − male gap: {_signed(p['gender_gap_a'])} vs {_signed(p['gender_gap_b'])}, difference "
                      f"{_signed(p['delta_gender_gap'])} [{_signed(p['gap_ci_low'])}, {_signed(p['gap_ci_high'])}], "
                      f"paired bootstrap p = {_p_text(p['gap_bootstrap_p'])}.")
+        lines.append(text)
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _value_comparison_markdown(res: dict, header: bool) -> str:
+    """comparison.md's dimensional part (the whole file for regression runs)."""
+    d, alpha, folds = res["dimensions"], res["alpha"], res["folds"]
+    targets, rows, pairs = d["targets"], d["rows"], d["pairs"]
+    lines = []
+    if header:
+        fold_text = "a single test set" if folds == [None] else f"folds {', '.join(str(f) for f in folds)}"
+        lines += ["# Comparison", "",
+                  f"Corpus **{res['corpus']}**, split **{res['split']}** — {PROTOCOLS.get(res['split'], res['split'])}; "
+                  f"{fold_text}. Every recipe was evaluated on the same {res['n_clips']} test clips with the same "
+                  "true values (same test speakers in every fold); this was checked, not assumed."]
+        if any(r["leaky"] for r in rows):
+            lines += ["", "**Warning:** rows marked *leaky* come from a random split where the same speakers are in "
+                          "train and test; their scores overstate speaker-independent performance."]
+    lines += ["", f"## Dimensions: CCC ({', '.join(targets)})", ""]
+    keys = ["ccc_mean", *(f"ccc_{t}" for t in targets)]
+    lines += markdown_table(
+        ["recipe", "model family", "features", "params", "train time", "mean CCC", *targets, "pooled mean CCC",
+         "folds"],
+        [[r["recipe"] + (" ⚠ leaky" if r["leaky"] else ""), r["model_family"], r["features"],
+          _params_text(r["num_parameters"]), _seconds_text(r["train_seconds_total"]),
+          *(fmt_mean_std(r[f"{k}_mean"], r[f"{k}_std"]) for k in keys), f"{r['pooled_ccc_mean']:.3f}", r["n_folds"]]
+         for r in rows])
+    lines += ["", "Mean ± sample std (ddof=1) over folds of each fold's test CCC (Lin's concordance correlation); "
+                  "mean CCC is the mean over targets; pooled = all folds' test clips together.", "",
+              f"![CCC per recipe]({COMPARISON_CCC_PNG})", "", "### Per speaker and gender (mean CCC, pooled clips)", ""]
+    table = []
+    for name, g in d["groups"].items():
+        worst = g.get("worst_speaker") or {}
+        pg = g.get("per_gender") or {}
+        table.append([name, f"{worst.get('speaker')} ({worst['ccc_mean']:.3f})" if worst else "n/a",
+                      *(f"{pg[x]['ccc_mean']:.3f}" if pg.get(x, {}).get("ccc_mean") is not None else "n/a"
+                        for x in ("female", "male")),
+                      _signed(g["gender_gap"]) if g.get("gender_gap") is not None else g.get("gender_gap_note", "n/a")])
+    lines += markdown_table(["recipe", "worst speaker (mean CCC)", "female", "male", "female − male"], table)
+    lines += ["", "### Is the CCC difference real?", "",
+              f"ΔCCC is CCC(A) − CCC(B) on all test clips pooled over folds; interval and p from a paired bootstrap "
+              f"over clips ({pairs[0]['n_resamples'] if pairs else 0} resamples, both recipes scored on the same "
+              "draw). The mean-CCC p is Holm-adjusted over the pairs, each target's over pairs × targets. With at "
+              f"least {MIN_FOLDS_WILCOXON} folds a Wilcoxon signed-rank test on per-fold mean CCC is added.", ""]
+    lines += markdown_table(
+        ["A vs B", *(f"Δ {k[4:] if k != 'ccc_mean' else 'mean CCC'} [95% CI], Holm p" for k in keys)],
+        [[f"{p['recipe_a']} vs {p['recipe_b']}",
+          f"{_signed(p['delta_ccc_mean'])} [{_signed(p['ci_low'])}, {_signed(p['ci_high'])}], "
+          f"{_p_text(p['bootstrap_p_holm'])}",
+          *(f"{_signed(p[f'ccc_{t}_delta'])} [{_signed(p[f'ccc_{t}_ci_low'])}, {_signed(p[f'ccc_{t}_ci_high'])}], "
+            f"{_p_text(p[f'ccc_{t}_p_holm'])}" for t in targets)] for p in pairs])
+    lines.append("")
+    for p in pairs:
+        text = (f"- **{p['recipe_a']} vs {p['recipe_b']}**: mean CCC {p['ccc_mean_a']:.3f} vs {p['ccc_mean_b']:.3f}, "
+                f"Δ = {_signed(p['delta_ccc_mean'])}, {_boot_p_text(p['bootstrap_p'], p['n_resamples'])}"
+                f"{', Holm-adjusted p = ' + _p_text(p['bootstrap_p_holm']) if len(pairs) > 1 else ''} — "
+                f"{'significant' if p['significant'] else 'not significant'} at {alpha:g}.")
+        differing = [t for t in targets if p[f"ccc_{t}_significant"]]
+        text += f" Targets that differ significantly: {', '.join(differing) if differing else 'none'}."
+        if p["wilcoxon_p"] is not None:
+            text += f" Wilcoxon over {p['n_folds']} folds: p = {_p_text(p['wilcoxon_p'])}."
+        if p.get("delta_gender_gap") is not None:
+            text += (f" Female − male gap in mean CCC: {_signed(p['gender_gap_a'])} vs {_signed(p['gender_gap_b'])}, "
+                     f"difference {_signed(p['delta_gender_gap'])} [{_signed(p['gap_ci_low'])}, "
+                     f"{_signed(p['gap_ci_high'])}], paired bootstrap p = {_p_text(p['gap_bootstrap_p'])}.")
         lines.append(text)
     lines.append("")
     return "\n".join(lines)
@@ -590,7 +717,8 @@ def _groups_markdown(res: dict) -> list[str]:
 
 __all__ = [
     "compare", "group_runs", "paired_bootstrap", "paired_bootstrap_gap", "mcnemar_exact", "wilcoxon_folds", "holm",
-    "plot_macro_f1_bars", "plot_per_class_f1", "discover_runs",
+    "paired_bootstrap_ccc", "paired_bootstrap_ccc_gap", "plot_ccc_bars", "plot_macro_f1_bars", "plot_per_class_f1",
+    "discover_runs", "shared_outputs",
 ]
 
 

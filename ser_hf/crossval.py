@@ -1,7 +1,8 @@
 """Cross-validation over folds: a resumable fold loop and a summary of finished fold runs.
 
 (The run-folder reader itself is ser_hf/runfolder.py; the fold loop and the fold summary here share its
-contract.)
+contract. Over 500 lines: the fold summary covers class and dimensional (CCC) runs, which share the fold
+checks, tables and files.)
 
 Everything here reads finished run folders (the "run folder contract": ``metrics.json`` +
 ``predictions.csv``), so a summary can be rebuilt at any time without re-training, and a crashed
@@ -28,12 +29,13 @@ from ser_hf.config import load_config, load_spec, recipe_suffix
 from ser_hf import experiment
 from ser_hf.data.splits import num_folds
 from ser_hf.families import get_family
-from ser_hf.metrics import compute_metrics
+from ser_hf.metrics import compute_metrics, compute_regression_metrics
 from ser_hf.reporting import (  # noqa: F401 (is_leaky, read_predictions, PREDICTIONS_FILE re-exported)
     METRICS_FILE,
     PREDICTIONS_FILE,
     is_leaky,
     plot_confusion_matrices,
+    plot_scatter,
     read_predictions,
     write_json,
 )
@@ -44,12 +46,15 @@ logger = logging.getLogger(__name__)
 SUMMARY_JSON = "crossval_summary.json"
 SUMMARY_MD = "crossval_summary.md"
 POOLED_CM_PNG = "confusion_matrix_pooled.png"
+POOLED_SCATTER_PNG = "scatter_pooled.png"
 
 # Splits whose folds partition the speakers: their test speakers must be disjoint across folds.
 FOLD_SPLITS = ("loso", "kfold", "session")
 # The headline numbers reported per fold, in this order.
 HEADLINE = ("macro_f1", "accuracy", "uar")
 HEADLINE_NAMES = {"macro_f1": "macro-F1", "accuracy": "accuracy", "uar": "UAR"}
+# Dimensional runs (issue 14): the mean CCC over targets, then each target's CCC.
+VALUE_HEADLINE = "ccc_mean"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -84,12 +89,13 @@ def check_same_protocol(runs: Sequence[RunResult], what: str) -> list[RunResult]
         raise ValueError(f"{what}: no run folders given")
     first = runs[0]
     for run in runs[1:]:
-        for field in ("recipe", "corpus", "split", "seed", "label_names", "leaky"):
+        for field in ("recipe", "corpus", "split", "seed", "task", "targets", "label_names", "leaky"):
             a, b = getattr(first, field), getattr(run, field)
             if a != b:
                 raise ValueError(
                     f"{what}: runs disagree on {field!r}: {first.run_dir} has {a!r}, {run.run_dir} has {b!r}. "
-                    "Folds of one cross-validation must share recipe, corpus, split, seed and label set."
+                    "Folds of one cross-validation must share recipe, corpus, split, seed, task, targets and "
+                    "label set."
                 )
     if len(runs) > 1:
         folds = [r.fold for r in runs]
@@ -274,12 +280,18 @@ def summarize_folds(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.Pat
     Writes ``crossval_summary.json``, ``crossval_summary.md`` and ``confusion_matrix_pooled.png`` into
     ``out_dir`` and returns the JSON content. Per-fold numbers are the runs' own metrics.json test
     metrics; pooled numbers are recomputed from predictions.csv over all folds' test clips.
+
+    Regression and multitask folds (issue 14) add ``"dimensions"`` (:func:`summarize_value_runs`: CCC per
+    target and mean CCC, per fold, mean ± std over folds, pooled) and ``scatter_pooled.png``; a regression
+    cross-validation has no class metrics.
     """
     runs = [load_run(d) for d in run_dirs]
     runs = check_same_protocol(runs, f"cross-validation of {runs[0].recipe!r}" if runs else "cross-validation")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     first = runs[0]
+    if not first.has_labels:
+        return _summarize_value_folds(runs, out_dir)
     label_names = first.label_names
     summary = summarize_runs(runs)
 
@@ -303,6 +315,10 @@ def summarize_folds(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.Pat
         **summary,
         "run_dirs": [os.path.relpath(r.run_dir, out_dir) for r in runs],
     }
+    if first.has_values:  # multitask: the dimensions beside the classes
+        result["task"], result["targets"] = first.task, list(first.targets)
+        result["dimensions"] = summarize_value_runs(runs)
+        plot_value_scatter(runs, out_dir / POOLED_SCATTER_PNG)
     write_json(out_dir / SUMMARY_JSON, result)
     # reporting's plot takes a run-shaped dict; the pooled metrics stand in as the "test" split.
     plot_confusion_matrices(
@@ -343,15 +359,92 @@ def summarize_runs(runs: Sequence[RunResult]) -> dict:
     return {"folds": folds, "mean": mean, "std": std, "pooled": pooled}
 
 
-def _summary_markdown(s: dict) -> str:
-    names = s["label_names"]
+def summarize_value_runs(runs: Sequence[RunResult]) -> dict:
+    """The dimensional numbers of a cross-validation (no files): per fold the runs' own metrics.json test
+    ``ccc_mean`` and ``ccc_<t>``, their mean and sample std over folds, and the pooled CCC / Pearson / MAE of all
+    folds' test clips (``ser_hf.metrics.compute_regression_metrics``, the definition of every run's own
+    metrics). ``runs`` must already be checked by :func:`check_same_protocol`."""
+    targets = list(runs[0].targets)
+    keys = [VALUE_HEADLINE, *(f"ccc_{t}" for t in targets)]
+    folds, trues, preds = [], [], []
+    for run in runs:
+        true, pred = run.target_values()
+        trues.append(true)
+        preds.append(pred)
+        folds.append({"fold": run.fold, "test_speakers": run.test_speakers, **{k: run.headline(k) for k in keys},
+                      "n_test_clips": len(run.test_rows), "train_seconds": run.metrics.get("train_seconds")})
+    mean, std = {}, {}
+    for key in keys:
+        mean[key], std[key] = mean_std(f[key] for f in folds)
+    pooled = compute_regression_metrics(np.concatenate(trues), np.concatenate(preds), targets)
+    pooled["n_clips"] = int(sum(f["n_test_clips"] for f in folds))
+    return {"targets": targets, "folds": folds, "mean": mean, "std": std, "pooled": pooled}
+
+
+def _summarize_value_folds(runs: Sequence[RunResult], out_dir: Path) -> dict:
+    """summarize_folds of regression folds: crossval_summary.json/.md with the CCC summary and the pooled scatter."""
+    first = runs[0]
+    dims = summarize_value_runs(runs)
+    result = {
+        "recipe": first.recipe, "corpus": first.corpus, "split": first.split, "seed": first.seed,
+        "leaky": first.leaky, "task": first.task, "targets": list(first.targets), "n_folds": len(runs), "std_ddof": 1,
+        "dimensions": dims, "run_dirs": [os.path.relpath(r.run_dir, out_dir) for r in runs],
+    }
+    write_json(out_dir / SUMMARY_JSON, result)
+    plot_value_scatter(runs, out_dir / POOLED_SCATTER_PNG)
+    atomic_write(out_dir / SUMMARY_MD, "\n".join(_header_lines(result, dims["pooled"]["n_clips"])
+                                                + _value_summary_lines(dims)) + "\n")
+    logger.info("cross-validation summary written to %s", out_dir / SUMMARY_MD)
+    return result
+
+
+def plot_value_scatter(runs: Sequence[RunResult], path: str | os.PathLike) -> Path:
+    """Predicted vs true value per target, test clips of all folds pooled: reporting's scatter plot (the one
+    every dimensional run draws) with the pooled metrics standing in as the "test" split."""
+    first = runs[0]
+    true, pred = (np.concatenate(x) for x in zip(*(r.target_values() for r in runs)))
+    pooled = compute_regression_metrics(true, pred, list(first.targets))
+    rows = [row for r in runs for row in r.test_rows]
+    return plot_scatter({"recipe": f"{first.recipe} ({len(runs)} fold(s) pooled)", "corpus": first.corpus,
+                         "split": first.split, "leaky": first.leaky, "test": pooled}, rows, path)
+
+
+def _header_lines(s: dict, n_clips: int) -> list[str]:
     lines = [f"# Cross-validation: {s['recipe']}", ""]
     lines.append(f"Corpus **{s['corpus']}**, split **{s['split']}**, seed {s['seed']}, {s['n_folds']} fold(s), "
-                 f"{s['pooled']['n_clips']} test clips in all.")
+                 f"{n_clips} test clips in all.")
     if s["leaky"]:
         lines.append("")
         lines.append("**Warning: leaky split** (random split: the same speakers are in train and test), so these "
                      "numbers overstate speaker-independent performance.")
+    return lines
+
+
+def _value_summary_lines(d: dict) -> list[str]:
+    """The markdown of :func:`summarize_value_runs`: per fold, mean ± std, pooled, scatter plot."""
+    targets = d["targets"]
+    keys = [VALUE_HEADLINE, *(f"ccc_{t}" for t in targets)]
+    names = ["mean CCC", *(f"CCC {t}" for t in targets)]
+    lines = ["", "## Dimensions: CCC per fold", ""]
+    lines += markdown_table(["fold", "test speakers", *names, "test clips"],
+                            [[f["fold"], " ".join(f["test_speakers"]), *(f"{f[k]:.3f}" for k in keys),
+                              f["n_test_clips"]] for f in d["folds"]])
+    lines += ["", "## Dimensions: mean ± std over folds", ""]
+    lines += markdown_table(names, [[fmt_mean_std(d["mean"][k], d["std"][k]) for k in keys]])
+    p = d["pooled"]
+    lines += ["", "std is the sample standard deviation over folds (ddof=1); with one fold it is not defined.", "",
+              "## Dimensions: pooled over folds", "",
+              f"All folds' test clips taken together ({p['n_clips']}): mean CCC {p['ccc_mean']:.3f}.", ""]
+    lines += markdown_table(["target", "CCC", "Pearson", "MAE"],
+                            [[t, f"{p[f'ccc_{t}']:.3f}", f"{p[f'pearson_{t}']:.3f}", f"{p[f'mae_{t}']:.3f}"]
+                             for t in targets])
+    lines += ["", f"![predicted vs true, pooled]({POOLED_SCATTER_PNG})", ""]
+    return lines
+
+
+def _summary_markdown(s: dict) -> str:
+    names = s["label_names"]
+    lines = _header_lines(s, s["pooled"]["n_clips"])
     lines += ["", "## Per fold", ""]
     lines += markdown_table(
         ["fold", "test speakers", "macro-F1", "accuracy", "UAR", "test clips"],
@@ -373,6 +466,8 @@ def _summary_markdown(s: dict) -> str:
                        [[n, *row] for n, row in zip(names, p["confusion_matrix"])])
     lines += ["", "Per-class F1 (pooled): " + ", ".join(f"{n} {v:.3f}" for n, v in zip(names, p["per_class_f1"])),
               "", f"![pooled confusion matrix]({POOLED_CM_PNG})", ""]
+    if s.get("dimensions"):
+        lines += _value_summary_lines(s["dimensions"])
     return "\n".join(lines)
 
 

@@ -17,6 +17,11 @@ recipes train on the validation speakers by default (``model.train_on_validation
 
 Classic models report a softmax over SVM decision values rather than calibrated probabilities, so members'
 scores differ in sharpness; averaging them is the plain late fusion the SER literature reports.
+
+Dimensional members (``task=regression``, issue 14) are fused the same way on their values: the weighted mean of
+the members' ``pred_<target>``, per clip; ``weights=validation`` then maximises the mean CCC over targets on the
+validation speakers. The members must rate the same targets with the same true values. Multitask members, and a
+classification member beside a regression one, are refused.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import numpy as np
 from ser_hf.config import list_arg as _list_arg
 from ser_hf.config import parse_key_values
 from ser_hf.crossval import RunResult, discover_runs, load_run, summarize_folds
-from ser_hf.metrics import compute_metrics
+from ser_hf.metrics import compute_metrics, compute_regression_metrics
 from ser_hf.reporting import (
     PREDICTIONS_FILE,
     read_predictions,
@@ -104,7 +109,7 @@ def _check_plan(members: Sequence[Member]) -> list:
     folds = sorted(ref.runs, key=lambda f: -1 if f is None else f)
     for m in members[1:]:
         run = next(iter(m.runs.values()))
-        for field in ("corpus", "split", "label_names"):
+        for field in ("corpus", "split", "label_names", "targets"):
             a, b = getattr(ref_run, field), getattr(run, field)
             if a != b:
                 raise ValueError(f"fold plans differ: member {ref.name!r} ({ref.path}) has {field} {a!r}, "
@@ -118,8 +123,10 @@ def _check_plan(members: Sequence[Member]) -> list:
             if a.test_speakers != b.test_speakers:
                 raise ValueError(f"fold plans differ: fold {k} test speakers are {a.test_speakers} in member "
                                  f"{ref.name!r} ({ref.path}) but {b.test_speakers} in member {m.name!r} ({m.path})")
-            la = {(r["corpus"], r["file"]): r["label"] for r in a.test_rows}
-            lb = {(r["corpus"], r["file"]): r["label"] for r in b.test_rows}
+            truth = (lambda r: r["label"]) if a.has_labels else (lambda r: tuple(round(r[f"true_{t}"], 6)
+                                                                                      for t in a.targets))
+            la = {(r["corpus"], r["file"]): truth(r) for r in a.test_rows}
+            lb = {(r["corpus"], r["file"]): truth(r) for r in b.test_rows}
             if la != lb:
                 diff = sorted(set(la.items()) ^ set(lb.items()))
                 raise ValueError(f"fold plans differ: fold {k} test clips or labels differ between member "
@@ -159,6 +166,69 @@ def validation_weights(probs: Sequence[np.ndarray], refs: np.ndarray, label_name
     return best
 
 
+def _fused_task(members: Sequence[Member]) -> str:
+    """classification or regression: what the members share and this module fuses; anything else refused."""
+    tasks = {m.name: next(iter(m.runs.values())).task for m in members}
+    kinds = set(tasks.values())
+    if kinds == {"classification"} or kinds == {"regression"}:
+        return kinds.pop()
+    described = ", ".join(f"{n!r}: {t}" for n, t in tasks.items())
+    if "multitask" in kinds:
+        raise ValueError(f"late fusion of multitask members is not implemented ({described}); fuse their classes or "
+                         "their values by ensembling classification or regression runs")
+    raise ValueError(f"cannot fuse a classification member with a regression member ({described}): one averages "
+                     "class probabilities, the other dimension values")
+
+
+def _values(rows: Sequence[dict], prefix: str, targets: Sequence[str], where: str) -> np.ndarray:
+    cols = [f"{prefix}_{t}" for t in targets]
+    missing = [c for c in cols if c not in rows[0]]
+    if missing:
+        raise ValueError(f"{where}: predictions.csv lacks columns {missing}")
+    v = np.asarray([[r[c] for c in cols] for r in rows], dtype=np.float64)
+    if not np.isfinite(v).all():
+        raise ValueError(f"{where}: predictions.csv holds empty or non-finite {prefix}_<target> values")
+    return v
+
+
+def _aligned_values(member: Member, fold, split: str, keys: Sequence[tuple], targets) -> np.ndarray:
+    rows = _rows(member.runs[fold], split)
+    by_key = {(r["corpus"], r["file"]): r for r in rows}
+    missing = [k for k in keys if k not in by_key]
+    if missing:
+        raise ValueError(f"{member.where(fold)}: {len(missing)} {split} clip(s) of the first member are missing, "
+                         f"e.g. {[f for _, f in missing[:3]]}")
+    return _values([by_key[k] for k in keys], "pred", targets, member.where(fold))
+
+
+def validation_value_weights(preds: Sequence[np.ndarray], true: np.ndarray, targets: Sequence[str]) -> np.ndarray:
+    """The simplex-grid weights maximising the mean CCC over targets of the weighted mean values on these
+    (validation) clips; ties go to the weights nearest to equal."""
+    stack = np.stack(preds)  # (M, n, T)
+    equal = np.full(len(preds), 1.0 / len(preds))
+    best, best_key = equal, None
+    for w in _simplex(len(preds)):
+        score = compute_regression_metrics(true, np.tensordot(w, stack, axes=1), targets)["ccc_mean"]
+        key = (round(score, 12), -float(np.sum((w - equal) ** 2)))
+        if best_key is None or key > best_key:
+            best, best_key = w, key
+    return best
+
+
+def _fuse_values(members: Sequence[Member], fold, split: str, keys: Sequence[tuple], src: dict, w: np.ndarray,
+                 targets: Sequence[str]) -> tuple[dict, list[dict]]:
+    """(metrics, predictions.csv rows) of one split: the members' values averaged with weights ``w``."""
+    fused = np.tensordot(w, np.stack([_aligned_values(m, fold, split, keys, targets) for m in members]), axes=1)
+    true = _values([src[key] for key in keys], "true", targets, members[0].where(fold))
+    rows = []
+    for key, t_row, p_row in zip(keys, true, fused):
+        r = src[key]
+        rows.append({"split": split, "corpus": r["corpus"], "file": r["file"], "speaker_id": r["speaker_id"],
+                     **{c: v for t, a, b in zip(targets, t_row, p_row) for c, v in ((f"true_{t}", a), (f"pred_{t}", b))},
+                     **({"gender": r["gender"]} if "gender" in r else {})})
+    return compute_regression_metrics(true, fused, targets), rows
+
+
 def _speakers(runs: Sequence[RunResult]) -> dict:
     sp = [r.metrics["speakers"] for r in runs]
     train = sorted({str(s) for d in sp for s in d.get("train", [])})
@@ -173,9 +243,11 @@ def ensemble(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike | No
     if weights not in WEIGHTS:
         raise ValueError(f"weights={weights!r} is not one of {list(WEIGHTS)}")
     members = [load_member(p) for p in paths]
-    folds = _check_plan(members)
     first = next(iter(members[0].runs.values()))
+    regression = _fused_task(members) == "regression"
+    folds = _check_plan(members)
     label_names = first.label_names
+    targets = list(first.targets)
     names = [m.name for m in members]
     if name is None:
         name = "ensemble_" + "+".join(n if names.count(n) == 1 else f"{n}#{i + 1}" for i, n in enumerate(names))
@@ -197,7 +269,12 @@ def ensemble(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike | No
         keys_of = {}
         for split in splits:
             keys_of[split] = [(r["corpus"], r["file"]) for r in _rows(runs[0], split)]
-        if weights == "validation":
+        if weights == "validation" and regression:
+            val_rows = {(r["corpus"], r["file"]): r for r in _rows(runs[0], "validation")}
+            true = _values([val_rows[key] for key in keys_of["validation"]], "true", targets, members[0].where(k))
+            preds = [_aligned_values(m, k, "validation", keys_of["validation"], targets) for m in members]
+            w = validation_value_weights(preds, true, targets)
+        elif weights == "validation":
             val_rows = {(r["corpus"], r["file"]): r for r in _rows(runs[0], "validation")}
             refs = np.asarray([label_names.index(val_rows[key]["label"]) for key in keys_of["validation"]])
             probs = [_aligned(m, k, "validation", keys_of["validation"], label_names) for m in members]
@@ -209,11 +286,16 @@ def ensemble(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike | No
             "speakers": _speakers(runs), "skipped": first.metrics.get("skipped", []), "best_epoch": None,
             "train_seconds": round(sum(float(r.metrics.get("train_seconds") or 0.0) for r in runs), 3),
             "model_family": "ensemble", "features": None, "num_parameters": None, "label_names": label_names,
+            **({"task": "regression", "targets": targets} if regression else {}),
             "ensemble": {"weights_rule": weights, "members": [str(r.run_dir) for r in runs],
                          "weights": [float(x) for x in w]},
         }
         for split in splits:
             src = {(r["corpus"], r["file"]): r for r in _rows(runs[0], split)}
+            if regression:
+                metrics[split], fused_rows = _fuse_values(members, k, split, keys_of[split], src, w, targets)
+                rows += fused_rows
+                continue
             p = np.tensordot(w, np.stack([_aligned(m, k, split, keys_of[split], label_names) for m in members]),
                              axes=1)
             pred = p.argmax(axis=1)
@@ -228,10 +310,11 @@ def ensemble(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike | No
             metrics["ensemble"]["note"] = "validation scores are optimistic: the weights were chosen on them"
         fold_dir = out / ("run" if k is None else f"fold{k}")
         write_predictions(fold_dir / PREDICTIONS_FILE, rows, label_names=label_names)
-        write_report(fold_dir, metrics)
+        write_report(fold_dir, metrics, predictions=rows if regression else None)
         fold_dirs.append(fold_dir)
-        manifest["folds"][str(k)] = {"weights": [float(x) for x in w], "test_macro_f1": metrics["test"]["macro_f1"]}
-        logger.info("fold %s: weights %s, test macro-F1 %.3f", k, np.round(w, 2).tolist(), metrics["test"]["macro_f1"])
+        key = "ccc_mean" if regression else "macro_f1"
+        manifest["folds"][str(k)] = {"weights": [float(x) for x in w], f"test_{key}": metrics["test"][key]}
+        logger.info("fold %s: weights %s, test %s %.3f", k, np.round(w, 2).tolist(), key, metrics["test"][key])
     write_json(out / MANIFEST, manifest)
     if len(fold_dirs) > 1:
         summarize_folds(fold_dirs, out)

@@ -82,6 +82,7 @@ __all__ = [
     "preprocess",
     "resampled_length",
     "speaker_normalise",
+    "is_vector_kind",
     "speaker_statistics",
     "window_array",
 ]
@@ -98,6 +99,9 @@ _F0_GATE_DB = 30.0  # frames within this many dB of the loudest frame count as v
 def _is_vector(cfg: FeatureConfig) -> bool:
     """One vector per clip: the vector kinds and openSMILE functionals."""
     return cfg.kind in VECTOR_KINDS or (cfg.kind == "opensmile" and cfg.level == "functionals")
+
+
+is_vector_kind = _is_vector  # public name (inference: clip vectors are speaker-normalised over a call)
 
 
 def num_frames(num_samples: int, cfg: FeatureConfig) -> int:

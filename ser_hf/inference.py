@@ -13,18 +13,31 @@
 - a probe (``model_type`` ``ser_probe``): a learned mix of a frozen encoder's pooled hidden states, the
   encoder named in its config.
 
-Models trained on speaker-normalised embeddings (``embeddings.speaker_norm``) z-score the embeddings of
-all inputs of one call together, as one speaker's clips: pass one speaker's clips per call (at least 2).
+Models trained on speaker-normalised clip vectors -- embeddings (``embeddings.speaker_norm``) or per-clip
+features such as ``stats``/openSMILE functionals (``features.speaker_norm``) -- z-score the vectors of all
+inputs of one call together, as one speaker's clips, exactly as training z-scored each speaker's clips
+(``ser_hf.features.speaker_normalise``): pass one speaker's clips per call (at least 2; fewer is an error).
+``predict_files`` then scores all files of the call as one block. Frame features (log-mel, MFCC frames) with
+``features.speaker_norm`` are normalised per input with its own frames' statistics (an approximation of the
+speaker's, logged once).
 
 ``predict_files`` / ``predict_arrays`` return one record per input, in input order::
 
     {"file": "a.wav", "label": "anger", "scores": {"anger": 0.71, "boredom": 0.02, ...}}
 
-A file that cannot be decoded gives ``{"file", "label": None, "scores": None, "error": "..."}`` and the
-rest go on; a silence-only input ``{"file", "label": "no speech", "scores": None}``; an input shorter than
+A dimensional model (config.json ``ser_hf_task: regression``, read with :meth:`ser_hf.tasks.ModelTask.from_config`)
+gives its ratings, in the targets' own units, instead of a label and probabilities; a multitask model both::
+
+    {"file": "a.wav", "values": {"arousal": 3.8, "valence": 2.1, "dominance": 3.4}}
+    {"file": "a.wav", "label": "anger", "scores": {...}, "values": {"arousal": 3.8, ...}}
+
+A file that cannot be decoded gives ``{"file", "label": None, "scores": None, "error": "..."}`` (and
+``"values": None`` for a dimensional model) and the rest go on; a silence-only input ``{"file", "label":
+"no speech", "scores": None}`` (likewise); an input shorter than
 ``MIN_CLIP_S`` (or the model's minimum, to which it is zero-padded) carries a ``"warning"``. Long inputs are
-cut into overlapping chunks (every family: ``chunk_s``/``overlap_s``) whose logits are averaged per input
-with :func:`ser_hf.clips.clip_probabilities`, the function evaluation uses too; inputs are sorted by
+cut into overlapping chunks (every family: ``chunk_s``/``overlap_s``) whose raw outputs (logits, and values
+of a dimensional model) are averaged per input with :func:`ser_hf.clips.aggregate_clips`, the function evaluation
+uses too, before the softmax of the class part; inputs are sorted by
 length and batched, which is what makes this faster than a per-file ``pipeline("audio-classification")``
 loop (see benchmarks/results/inference.md).
 """
@@ -46,16 +59,18 @@ from torch.ao.quantization import quantize_dynamic
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
 import ser_hf.models  # noqa: F401  registers the baseline and probe configs/models with the Auto classes
-from ser_hf.clips import NO_SPEECH, clip_probabilities, is_silent, log_probabilities, min_clip_samples
+from ser_hf.clips import NO_SPEECH, aggregate_clips, is_silent, log_probabilities, min_clip_samples, softmax
 from ser_hf.data.audio import AudioDecodeError, decode_audio, resample
 from ser_hf.embeddings import load_encoder
-from ser_hf.features import FeatureConfig, extract, window_array
+from ser_hf.features import FeatureConfig, extract, is_vector_kind, window_array
 from ser_hf.models.classic import ClassicClassifier
 from ser_hf.models.transformer import (chunk_clip, featurize, is_waveform_extractor, length_sorted_batches,
                                        load_adapter, load_feature_extractor, uses_attention_mask)
 from ser_hf.models.whisper_crop import fixed_input_chunk_s
 from ser_hf.onnx_backend import is_onnx_export, load_onnx_parts
+from ser_hf.precision import cpu_has_bf16, torch_auto_precision
 from ser_hf.runfolder import verify_checksums
+from ser_hf.tasks import ModelTask
 
 logger = logging.getLogger(__name__)
 
@@ -66,21 +81,27 @@ DEFAULT_OVERLAP_S = 1.0
 MIN_CLIP_S = 0.25
 KINDS = ("transformer", "adapter", "baseline", "classic", "probe")
 PRECISIONS = ("fp32", "bf16", "int8", "auto")
-BACKENDS = ("auto", "torch", "onnx")  # auto: onnx for folders written by scripts/export.py, else torch
+BACKENDS = ("auto", "torch", "onnx")
+SPEAKER_NORM_EPS = 1e-6  # ser_hf.features.speaker_normalise's: a dimension with a smaller std is only centred  # auto: onnx for folders written by scripts/export.py, else torch
 
 
 class Predictor:
-    """A loaded model plus what it needs to turn waveforms into class scores.
+    """A loaded model plus what it needs to turn waveforms into class scores and/or dimension values.
 
     Use :func:`load_for_inference` to build one; call :meth:`predict_files` / :meth:`predict_arrays`.
+    ``task`` (:class:`ser_hf.tasks.ModelTask`; default: classification over ``label_names``) says how a raw
+    output row splits into class logits and target values.
     """
 
     def __init__(self, kind: str, model: Any, label_names: list[str], sampling_rate: int, model_dir: Path, *,
                  feature_extractor=None, feature_config=None, embedding_config: dict | None = None,
-                 device: torch.device | None = None):
+                 device: torch.device | None = None, task: ModelTask | None = None):
         self.kind = kind
         self.model = model
-        self.label_names = label_names
+        self.task = task if task is not None else ModelTask(labels=tuple(label_names))
+        if list(self.task.labels) != list(label_names):
+            raise ValueError(f"{model_dir}: labels {list(label_names)} differ from the task's {list(self.task.labels)}")
+        self.label_names = list(label_names)
         self.sampling_rate = int(sampling_rate)
         self.model_dir = model_dir
         self.feature_extractor = feature_extractor
@@ -92,8 +113,14 @@ class Predictor:
         self._warned_speaker_norm = False
 
     def __repr__(self) -> str:
-        return (f"Predictor(kind={self.kind!r}, model_dir='{self.model_dir}', labels={self.label_names}, "
-                f"sampling_rate={self.sampling_rate}, precision={self.precision!r})")
+        return (f"Predictor(kind={self.kind!r}, model_dir='{self.model_dir}', task={self.task.task!r}, "
+                f"labels={self.label_names}, targets={list(self.task.targets)}, sampling_rate={self.sampling_rate}, "
+                f"precision={self.precision!r})")
+
+    @property
+    def targets(self) -> list[str]:
+        """The dimensions a regression/multitask model rates (empty for a classifier)."""
+        return list(self.task.targets)
 
     def _forward(self, **inputs):
         """The model's logits as float32 numpy, under bf16 autocast when precision='bf16'."""
@@ -110,8 +137,8 @@ class Predictor:
         return self.feature_extractor is not None and uses_attention_mask(self.feature_extractor)
 
     @torch.inference_mode()
-    def _transformer_scores(self, arrays: list[np.ndarray], batch_size: int, chunk_s: float | None,
-                            overlap_s: float, allow_padding: bool | None) -> list[np.ndarray]:
+    def _transformer_outputs(self, arrays: list[np.ndarray], batch_size: int, chunk_s: float | None,
+                             overlap_s: float, allow_padding: bool | None) -> np.ndarray:
         chunk_s = fixed_input_chunk_s(self.feature_extractor, chunk_s)  # cropped Whisper: chunks it can see whole
         chunks, owner = [], []
         for i, a in enumerate(arrays):
@@ -121,15 +148,49 @@ class Predictor:
         if allow_padding is None:
             # exact per-clip results: pad only where the checkpoint masks padding (or pads to a fixed length)
             allow_padding = self.uses_attention_mask or not is_waveform_extractor(self.feature_extractor)
-        logits = np.zeros((len(chunks), len(self.label_names)), dtype=np.float64)
+        logits = np.zeros((len(chunks), self.task.n_outputs), dtype=np.float64)
         for batch in length_sorted_batches([len(c) for c in chunks], batch_size, exact_lengths=not allow_padding):
             logits[batch] = self._forward(**featurize(self.feature_extractor, [chunks[j] for j in batch],
                                                       self.sampling_rate))
-        return list(clip_probabilities(owner, logits)[1])
+        return aggregate_clips(owner, logits)[1]
+
+    @property
+    def normalises_over_call(self) -> bool:
+        """True when the inputs of one call are z-scored together as one speaker's clips (a model trained on
+        speaker-normalised clip vectors: embeddings, or per-clip feature vectors such as ``stats``)."""
+        if self.embedding_config is not None:
+            return bool(self.embedding_config.get("speaker_norm"))
+        return bool(getattr(self.feature_config, "speaker_norm", False)) and is_vector_kind(self.feature_config)
+
+    def _speaker_zscore(self, X: np.ndarray, what: str) -> np.ndarray:
+        """Z-score the rows of ``X`` (the call's clip vectors) with their own mean and population std per
+        dimension, as ``ser_hf.features.speaker_normalise`` did for each training speaker (a dimension constant
+        over the clips is only centred)."""
+        if len(X) < 2:
+            raise ValueError(f"{self.model_dir} was trained on speaker-normalised {what}: pass at least 2 clips of "
+                             f"the speaker in one call (they are z-scored together, as one speaker's clips); got "
+                             f"{len(X)}")
+        if not self._warned_speaker_norm:
+            logger.warning("%s was trained on speaker-normalised %s: the %d inputs of this call are normalised "
+                           "together as one speaker's clips", self.model_dir, what, len(X))
+            self._warned_speaker_norm = True
+        X = np.asarray(X, dtype=np.float32)
+        std = X.std(axis=0)
+        return ((X - X.mean(axis=0)) / np.where(std > SPEAKER_NORM_EPS, std, 1.0)).astype(np.float32)
+
+    def _piece_features(self, pieces: list[np.ndarray]) -> list[np.ndarray]:
+        """Features of every piece of the call; clip vectors of a speaker-normalised model z-scored together."""
+        feats = [self.features(p) for p in pieces]
+        if self.normalises_over_call:
+            X = self._speaker_zscore(np.stack([f.reshape(-1) for f in feats]), "feature vectors")
+            feats = [x.reshape(f.shape) for x, f in zip(X, feats)]
+        return feats
 
     def features(self, array: np.ndarray) -> np.ndarray:
+        """One input's features; frame features of a speaker-normalised model normalised with the input's own
+        statistics (clip vectors are normalised over the call instead, :meth:`_piece_features`)."""
         x = extract(array, self.sampling_rate, self.feature_config)
-        if getattr(self.feature_config, "speaker_norm", False):
+        if getattr(self.feature_config, "speaker_norm", False) and not is_vector_kind(self.feature_config):
             # Training normalised with each speaker's statistics over many clips; a lone file has only its
             # own, so it is normalised with those (utterance-level), the closest available substitute.
             if not self._warned_speaker_norm:
@@ -162,8 +223,8 @@ class Predictor:
         return chunk_s, overlap_s
 
     @torch.inference_mode()
-    def _baseline_scores(self, arrays: list[np.ndarray], batch_size: int, chunk_s: float | None = None,
-                         overlap_s: float = 0.0) -> list[np.ndarray]:
+    def _baseline_outputs(self, arrays: list[np.ndarray], batch_size: int, chunk_s: float | None = None,
+                          overlap_s: float = 0.0) -> np.ndarray:
         owner: list[int] = []
         logits: list[np.ndarray] = []
         pending: dict[tuple, list[tuple[int, np.ndarray]]] = {}  # windows of one shape, batched
@@ -173,18 +234,21 @@ class Predictor:
             logits.append(self._forward(input_values=torch.from_numpy(np.stack([w for _, w in rows]))))
             owner.extend(i for i, _ in rows)
 
-        for i, a in enumerate(arrays):
-            for piece in self._pieces(a, chunk_s, overlap_s):
-                for w in window_array(self.features(piece), self.feature_config):
-                    pending.setdefault(w.shape, []).append((i, w))
-                    if len(pending[w.shape]) >= batch_size:
-                        flush(w.shape)
+        pieces = [(i, piece) for i, a in enumerate(arrays) for piece in self._pieces(a, chunk_s, overlap_s)]
+        # clip vectors normalised over the call need every piece first; other features are computed as they go
+        feats = (self._piece_features([p for _, p in pieces]) if self.normalises_over_call
+                 else (self.features(p) for _, p in pieces))
+        for (i, _), x in zip(pieces, feats):
+            for w in window_array(x, self.feature_config):
+                pending.setdefault(w.shape, []).append((i, w))
+                if len(pending[w.shape]) >= batch_size:
+                    flush(w.shape)
         for shape in list(pending):
             flush(shape)
-        return list(clip_probabilities(owner, np.concatenate(logits))[1])
+        return aggregate_clips(owner, np.concatenate(logits))[1]
 
-    def _classic_scores(self, arrays: list[np.ndarray], batch_size: int, chunk_s: float | None = None,
-                        overlap_s: float = 0.0) -> list[np.ndarray]:
+    def _classic_outputs(self, arrays: list[np.ndarray], batch_size: int, chunk_s: float | None = None,
+                         overlap_s: float = 0.0) -> np.ndarray:
         owner: list[int] = []
         pieces: list[np.ndarray] = []
         for i, a in enumerate(arrays):
@@ -194,8 +258,12 @@ class Predictor:
         if self.embedding_config is not None:
             X = self._embedding_rows(pieces, batch_size)
         else:
-            X = np.stack([self.features(p).reshape(-1) for p in pieces])
-        return list(clip_probabilities(owner, log_probabilities(self.model.predict_proba(X)))[1])
+            X = np.stack([f.reshape(-1) for f in self._piece_features(pieces)])
+        if self.task.has_values:  # a regressor: its predictions are the values, averaged over a clip's pieces
+            raw = np.asarray(self.model.predict_values(X), dtype=np.float64).reshape(len(X), -1)
+        else:  # probabilities averaged as log-probabilities (a normalised geometric mean), see ser_hf.clips
+            raw = log_probabilities(self.model.predict_proba(X))
+        return aggregate_clips(owner, raw)[1]
 
     @property
     def min_samples(self) -> int:
@@ -223,15 +291,15 @@ class Predictor:
         todo, prepared, notes = [], [], []
         for i, (name, a) in enumerate(zip(names, arrays)):
             if is_silent(a, self.sampling_rate):
-                records[i] = {"file": name, "label": NO_SPEECH, "scores": None}
+                records[i] = self.blank_record(name, NO_SPEECH)
                 continue
             a, note = self._check_length(name, a)
             todo.append(i)
             prepared.append(a)
             notes.append(note)
-        probs = self.scores(prepared, batch_size=batch_size, chunk_s=chunk_s, overlap_s=overlap_s,
-                            allow_padding=allow_padding)
-        for i, p, note in zip(todo, probs, notes):
+        outputs = self.outputs(prepared, batch_size=batch_size, chunk_s=chunk_s, overlap_s=overlap_s,
+                               allow_padding=allow_padding)
+        for i, p, note in zip(todo, outputs, notes):
             records[i] = self._record(names[i], p)
             if note:
                 records[i]["warning"] = note
@@ -244,23 +312,13 @@ class Predictor:
         X = self._embed(arrays, batch_size)
         if not self.embedding_config.get("speaker_norm"):
             return X
-        if len(X) < 2:
-            raise ValueError(f"{self.model_dir} was trained on speaker-normalised embeddings: pass at least 2 clips "
-                             f"of the speaker in one call (they are z-scored together, as one speaker's clips)")
-        if not self._warned_speaker_norm:
-            logger.warning("%s was trained on speaker-normalised embeddings: the %d inputs of this call are "
-                           "normalised together as one speaker's clips", self.model_dir, len(X))
-            self._warned_speaker_norm = True
-        std = X.std(axis=0)
-        return ((X - X.mean(axis=0)) / np.where(std > 1e-6, std, 1.0)).astype(np.float32)
+        return self._speaker_zscore(X, "embeddings")
 
     @torch.inference_mode()
-    def _probe_scores(self, arrays: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
+    def _probe_outputs(self, arrays: list[np.ndarray], batch_size: int) -> np.ndarray:
         X = self._embedding_rows(arrays, batch_size)
-        logits = np.concatenate([self._forward(input_values=torch.from_numpy(X[i:i + batch_size]))
-                                 for i in range(0, len(X), batch_size)])
-        z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-        return list(np.exp(z) / np.exp(z).sum(axis=1, keepdims=True))
+        return np.concatenate([self._forward(input_values=torch.from_numpy(X[i:i + batch_size]))
+                               for i in range(0, len(X), batch_size)])
 
     def _embed(self, arrays: list[np.ndarray], batch_size: int) -> np.ndarray:
         cfg = self.embedding_config
@@ -276,22 +334,60 @@ class Predictor:
                 out[i] = v
         return np.stack(out)
 
-    def scores(self, arrays: list[np.ndarray], *, batch_size: int = 8, chunk_s: float | None = DEFAULT_CHUNK_S,
-               overlap_s: float = DEFAULT_OVERLAP_S, allow_padding: bool | None = None) -> list[np.ndarray]:
-        """Class probabilities for mono float arrays already at :attr:`sampling_rate`."""
+    def outputs(self, arrays: list[np.ndarray], *, batch_size: int = 8, chunk_s: float | None = DEFAULT_CHUNK_S,
+                overlap_s: float = DEFAULT_OVERLAP_S, allow_padding: bool | None = None) -> np.ndarray:
+        """Raw outputs per input, ``(len(arrays), task.n_outputs)``, for mono float arrays already at
+        :attr:`sampling_rate`: class logits (log-probabilities of a classic classifier) and/or target values,
+        each averaged over the input's chunks/windows (:func:`ser_hf.clips.aggregate_clips`)."""
         if not arrays:
-            return []
+            return np.zeros((0, self.task.n_outputs), dtype=np.float32)
         if self.kind in ("transformer", "adapter"):
-            return self._transformer_scores(arrays, batch_size, chunk_s, overlap_s, allow_padding)
-        if self.kind == "baseline":
-            return self._baseline_scores(arrays, batch_size, chunk_s, overlap_s)
-        if self.kind == "probe":
-            return self._probe_scores(arrays, batch_size)
-        return self._classic_scores(arrays, batch_size, chunk_s, overlap_s)
+            out = self._transformer_outputs(arrays, batch_size, chunk_s, overlap_s, allow_padding)
+        elif self.kind == "baseline":
+            out = self._baseline_outputs(arrays, batch_size, chunk_s, overlap_s)
+        elif self.kind == "probe":
+            out = self._probe_outputs(arrays, batch_size)
+        else:
+            out = self._classic_outputs(arrays, batch_size, chunk_s, overlap_s)
+        if out.shape != (len(arrays), self.task.n_outputs):
+            raise ValueError(f"{self.model_dir}: the model gave outputs of shape {out.shape} for {len(arrays)} inputs; "
+                             f"its config ({self.task.task}, {len(self.task.labels)} label(s), "
+                             f"{len(self.task.targets)} target(s)) says {self.task.n_outputs} per input")
+        return out
 
-    def _record(self, name: str, probs: np.ndarray) -> dict:
-        scores = {label: float(p) for label, p in zip(self.label_names, probs)}
-        return {"file": name, "label": self.label_names[int(np.argmax(probs))], "scores": scores}
+    def scores(self, arrays: list[np.ndarray], **kwargs) -> list[np.ndarray]:
+        """Class probabilities for mono float arrays already at :attr:`sampling_rate` (the softmax of the class
+        part of :meth:`outputs`); a regression model has none (use :meth:`values`)."""
+        if not self.task.has_classes:
+            raise ValueError(f"{self.model_dir} is a regression model ({', '.join(self.targets)}): it has no class "
+                             "scores; use Predictor.values or predict_files/predict_arrays")
+        logits, _ = self.task.split_outputs(self.outputs(arrays, **kwargs))
+        return list(softmax(np.asarray(logits, dtype=np.float64)))
+
+    def values(self, arrays: list[np.ndarray], **kwargs) -> np.ndarray:
+        """Dimension values ``(len(arrays), len(targets))`` of a regression/multitask model, in the targets' units."""
+        if not self.task.has_values:
+            raise ValueError(f"{self.model_dir} is a classification model: it predicts no dimension values")
+        return self.task.split_outputs(self.outputs(arrays, **kwargs))[1]
+
+    def blank_record(self, name: str, label: str | None, **extra) -> dict:
+        """The record of an input that was not scored (no speech, or an error in ``extra``)."""
+        record = {"file": name, "label": label, "scores": None}
+        if self.task.has_values:
+            record["values"] = None
+        return {**record, **extra}
+
+    def _record(self, name: str, output: np.ndarray) -> dict:
+        """The record of one input from its raw output row (:meth:`outputs`)."""
+        logits, values = self.task.split_outputs(np.asarray(output))
+        record: dict = {"file": name}
+        if logits is not None:
+            probs = softmax(np.asarray(logits, dtype=np.float64))
+            record["label"] = self.label_names[int(np.argmax(probs))]
+            record["scores"] = {label: float(p) for label, p in zip(self.label_names, probs)}
+        if values is not None:
+            record["values"] = {t: float(v) for t, v in zip(self.task.targets, values)}
+        return record
 
     # ------------------------------------------------------------------------------------------ public API
 
@@ -319,6 +415,8 @@ class Predictor:
         a block. An undecodable file yields an ``error`` record and is skipped.
         """
         paths = [os.fspath(p) for p in paths]
+        if self.normalises_over_call:  # the call's files are one speaker's clips: normalised as one block
+            block_files = max(block_files, len(paths))
         records: list[dict | None] = [None] * len(paths)
         for start in range(0, len(paths), block_files):
             block = range(start, min(start + block_files, len(paths)))
@@ -329,7 +427,7 @@ class Predictor:
                     ok.append(i)
                 except (AudioDecodeError, OSError) as err:
                     logger.warning("skipping %s: %s", paths[i], err)
-                    records[i] = {"file": paths[i], "label": None, "scores": None, "error": str(err)}
+                    records[i] = self.blank_record(paths[i], None, error=str(err))
             scored = self._score_records([paths[i] for i in ok], arrays, batch_size, chunk_s, overlap_s, allow_padding)
             for i, record in zip(ok, scored):
                 records[i] = record
@@ -354,11 +452,16 @@ def _read_json(path: Path) -> dict:
         raise ValueError(f"{path} is not valid JSON: {err}") from err
 
 
-def _labels_from(config: dict, where: Path) -> list[str]:
-    id2label = config.get("id2label")
-    if not id2label:
+def _task_of(config: dict, where: Path, need_labels: bool = True) -> ModelTask:
+    """The saved model's task (:meth:`ser_hf.tasks.ModelTask.from_config`: ``ser_hf_task``/``ser_hf_targets``,
+    classes from ``id2label``); an error names the file when it cannot say what the outputs are."""
+    try:
+        task = ModelTask.from_config(config)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{where}: cannot tell what the model predicts ({err})") from err
+    if need_labels and task.has_classes and not task.labels:
         raise ValueError(f"{where} has no id2label: cannot name the predicted classes")
-    return [id2label[k] for k in sorted(id2label, key=lambda k: int(k))]
+    return task
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
@@ -377,9 +480,10 @@ def load_for_inference(model_dir: str | os.PathLike, *, device: str | None = Non
 
     ``precision`` (neural models): ``"fp32"`` (default: identical to ``pipeline("audio-classification")``),
     ``"bf16"`` (bfloat16 autocast: about 2x faster on CPUs with native bf16 such as AVX512-BF16 / AMX, and
-    on GPUs; slow where bf16 is emulated), ``"int8"`` (:func:`quantize_int8`, CPU only) or ``"auto"`` (bf16
-    for neural models where the device runs it natively - a CUDA GPU with bf16, a CPU with AVX512-BF16/AMX -
-    else fp32). bf16 and int8 change probabilities by ~1e-3; see benchmarks/results/inference.md.
+    on GPUs; slow where bf16 is emulated), ``"int8"`` (:func:`quantize_int8`, CPU only) or ``"auto"``: what
+    :mod:`ser_hf.precision` allows without a word from the user - fp32 for torch folders (they carry no
+    recorded quality check; bf16 and int8 change top-1 labels on a few % of clips of a trained
+    wav2vec2-base), the export's int8 graph for ONNX folders only where its recorded check passed.
 
     ``backend``: ``"torch"``, ``"onnx"`` (a folder written by ``scripts/export.py``, run with onnxruntime;
     ``precision`` then picks its graph: ``"fp32"``, ``"int8"``, or by default the export's own choice) or
@@ -395,7 +499,7 @@ def load_for_inference(model_dir: str | os.PathLike, *, device: str | None = Non
         parts = load_onnx_parts(model_dir, precision=precision or "auto", threads=threads)
         predictor = Predictor(parts["kind"], parts["model"], parts["labels"], parts["sampling_rate"],
                               Path(model_dir), feature_extractor=parts["feature_extractor"],
-                              feature_config=parts["feature_config"], device=torch.device("cpu"))
+                              feature_config=parts["feature_config"], device=torch.device("cpu"), task=parts["task"])
         predictor.precision = f"onnx-{parts['model'].path.name}"
         return predictor
     if threads:
@@ -408,55 +512,20 @@ def load_for_inference(model_dir: str | os.PathLike, *, device: str | None = Non
         verify_checksums(model_dir)
     predictor = load_torch_predictor(model_dir, device=device, local_files_only=local_files_only)
     if precision == "auto":
-        precision = auto_precision(predictor.kind, predictor.device)
+        precision = torch_auto_precision(predictor.kind, predictor.device.type)
+        logger.info("precision=auto: %s (ser_hf.precision: a torch folder has no recorded bf16/int8 quality "
+                    "check)", precision)
     if precision != "fp32" and predictor.kind == "classic":
         raise ValueError(f"precision={precision!r} applies to neural models; {model_dir} is a classic sklearn model")
     if precision == "int8":
         if predictor.device.type != "cpu":
             raise ValueError("int8 dynamic quantisation runs on CPU only; pass device='cpu'")
         predictor.model = quantize_int8(predictor.model)
-    if precision == "bf16" and predictor.device.type == "cpu" and not _cpu_has_bf16():
+    if precision == "bf16" and predictor.device.type == "cpu" and not cpu_has_bf16():
         logger.warning("precision='bf16' on a CPU without native bfloat16 (AVX512-BF16/AMX) is emulated and "
                        "usually slower than fp32")
     predictor.precision = precision
     return predictor
-
-
-def auto_precision(kind: str, device: torch.device, cpu_flags: set[str] | None = None,
-                   cuda_bf16: bool | None = None) -> str:
-    """What ``precision="auto"`` runs: bf16 only where the hardware computes bfloat16 natively (a CUDA GPU
-    with bf16; a CPU flagging ``avx512_bf16`` or ``amx_bf16``), else fp32. Never an emulated bf16: on an
-    AVX2-only CPU bf16 autocast ran 15x *slower* than fp32 (issue 15). ``cpu_flags``/``cuda_bf16`` default
-    to this machine's (for tests: pass them)."""
-    if kind == "classic":
-        return "fp32"
-    if device.type == "cuda":
-        native = torch.cuda.is_bf16_supported() if cuda_bf16 is None else cuda_bf16
-    elif device.type == "cpu":
-        native = _cpu_has_bf16(cpu_flags)
-    else:
-        native = False
-    return "bf16" if native else "fp32"
-
-
-def cpu_flags() -> set[str]:
-    """The CPU feature flags of /proc/cpuinfo (empty where there is none, e.g. macOS, Windows)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def _cpu_has_bf16(flags: set[str] | None = None) -> bool:
-    flags = cpu_flags() if flags is None else set(flags)
-    if flags:
-        return bool(flags & {"avx512_bf16", "amx_bf16"})
-    cpu = torch.cpu  # no /proc/cpuinfo: ask torch's own CPU feature probe
-    checks = [getattr(cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(c() for c in checks if callable(c))
 
 
 def load_torch_predictor(model_dir: str | os.PathLike, *, device: str | None = None,
@@ -471,9 +540,9 @@ def load_torch_predictor(model_dir: str | os.PathLike, *, device: str | None = N
     if (model_dir / "adapter_config.json").is_file():
         model, fe = load_adapter(model_dir, local_files_only=local_files_only)
         model = model.merge_and_unload()  # plain weights: no LoRA branch to run per forward
-        labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        return Predictor("adapter", model.to(dev).eval(), labels, fe.sampling_rate, model_dir,
-                         feature_extractor=fe, device=dev)
+        task = _task_of(model.config.to_dict(), model_dir / "adapter_config.json")
+        return Predictor("adapter", model.to(dev).eval(), list(task.labels), fe.sampling_rate, model_dir,
+                         feature_extractor=fe, device=dev, task=task)
 
     config_path = model_dir / "config.json"
     if not config_path.is_file():
@@ -481,10 +550,12 @@ def load_torch_predictor(model_dir: str | os.PathLike, *, device: str | None = N
                                 f"save_pretrained (transformers, ser_hf baseline or classic model)")
     config = _read_json(config_path)
     model_type = str(config.get("model_type", ""))
+    task = _task_of(config, config_path, need_labels=False)  # checked once the kind is known
+    labels = list(task.labels)
 
     if model_type == "ser_classic":
         clf = ClassicClassifier.from_pretrained(model_dir)
-        labels = _labels_from(config, config_path)
+        _task_of(config, config_path)
         if (model_dir / "embedding_config.json").is_file():
             emb = _read_json(model_dir / "embedding_config.json")
             name = emb.get("name_or_path") or emb.get("model_name_or_path")
@@ -493,9 +564,11 @@ def load_torch_predictor(model_dir: str | os.PathLike, *, device: str | None = N
             emb = {"name_or_path": name, "layers": emb.get("layers", "last"), "pooling": emb.get("pooling", "mean"),
                    "max_duration_s": emb.get("max_duration_s"), "speaker_norm": bool(emb.get("speaker_norm", False))}
             fe = load_feature_extractor(name, local_files_only=local_files_only)
-            return Predictor("classic", clf, labels, fe.sampling_rate, model_dir, embedding_config=emb, device=dev)
+            return Predictor("classic", clf, labels, fe.sampling_rate, model_dir, embedding_config=emb, device=dev,
+                             task=task)
         fcfg = _feature_config(model_dir, found)
-        return Predictor("classic", clf, labels, fcfg.sampling_rate, model_dir, feature_config=fcfg, device=dev)
+        return Predictor("classic", clf, labels, fcfg.sampling_rate, model_dir, feature_config=fcfg, device=dev,
+                         task=task)
 
     if model_type == "ser_probe":
         model = AutoModelForAudioClassification.from_pretrained(model_dir, local_files_only=True)
@@ -504,23 +577,20 @@ def load_torch_predictor(model_dir: str | os.PathLike, *, device: str | None = N
         emb = {"name_or_path": model.config.encoder_name_or_path, "layers": "all", "pooling": model.config.pooling,
                "speaker_norm": model.config.speaker_norm, "max_duration_s": model.config.max_duration_s}
         fe = load_feature_extractor(emb["name_or_path"], local_files_only=local_files_only)
-        labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         return Predictor("probe", model.to(dev).eval(), labels, fe.sampling_rate, model_dir, embedding_config=emb,
-                         device=dev)
+                         device=dev, task=task)
 
     if model_type.startswith("ser_"):
         fcfg = _feature_config(model_dir, found)
         model = AutoModelForAudioClassification.from_pretrained(model_dir, local_files_only=True)
-        labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         return Predictor("baseline", model.to(dev).eval(), labels, fcfg.sampling_rate, model_dir,
-                         feature_config=fcfg, device=dev)
+                         feature_config=fcfg, device=dev, task=task)
 
     if (model_dir / "preprocessor_config.json").is_file():
         fe = AutoFeatureExtractor.from_pretrained(model_dir, local_files_only=True)
         model = AutoModelForAudioClassification.from_pretrained(model_dir, local_files_only=True)
-        labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         return Predictor("transformer", model.to(dev).eval(), labels, fe.sampling_rate, model_dir,
-                         feature_extractor=fe, device=dev)
+                         feature_extractor=fe, device=dev, task=task)
 
     raise ValueError(
         f"{model_dir}: cannot tell what model this is (config model_type={model_type!r}; found {found}). "
@@ -592,4 +662,4 @@ def predict_arrays(arrays: Sequence[np.ndarray], sampling_rate: int, model: Pred
 
 
 __all__ = ["AUDIO_EXTENSIONS", "BACKENDS", "DEFAULT_CHUNK_S", "DEFAULT_OVERLAP_S", "PRECISIONS", "Predictor", "audio_paths",
-           "auto_precision", "cpu_flags", "load_for_inference", "predict_arrays", "predict_files", "quantize_int8"]
+           "load_for_inference", "predict_arrays", "predict_files", "quantize_int8"]

@@ -1,7 +1,8 @@
 """Run an exported ser_hf model folder (``scripts/export.py format=onnx``) with onnxruntime.
 
 An export folder holds ``model.onnx`` (fp32), optionally ``model.int8.onnx`` (dynamic int8), the model's
-``config.json`` (``id2label``), its ``preprocessor_config.json`` (transformers) or ``feature_config.json``
+``config.json`` (``id2label``; a dimensional model's ``ser_hf_task``/``ser_hf_targets``, read with
+:meth:`ser_hf.tasks.ModelTask.from_config` so its graph output splits into class logits and values), its ``preprocessor_config.json`` (transformers) or ``feature_config.json``
 (ser_hf baselines), and ``onnx_config.json`` saying which family it is and which inputs the graph takes.
 
 :class:`OnnxModel` is a drop-in for the torch model inside :class:`ser_hf.inference.Predictor`: called with
@@ -17,6 +18,7 @@ physical core); sequential execution. See benchmarks/results/inference.md for wh
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,7 +28,11 @@ import numpy as np
 import torch
 from transformers import AutoFeatureExtractor
 
+from ser_hf.precision import onnx_default
 from ser_hf.spec import FeatureConfig
+from ser_hf.tasks import ModelTask
+
+logger = logging.getLogger(__name__)
 
 ONNX_CONFIG = "onnx_config.json"
 FP32_FILE = "model.onnx"
@@ -57,14 +63,22 @@ def read_onnx_config(model_dir: str | os.PathLike) -> dict:
     return cfg
 
 
-def onnx_file(model_dir: str | os.PathLike, precision: str = "auto") -> Path:
-    """The graph to run: ``fp32`` -> model.onnx, ``int8`` -> model.int8.onnx, ``auto`` -> the export's default
-    (int8 when the export was quantised, else fp32)."""
+def onnx_file(model_dir: str | os.PathLike, precision: str = "auto", flags: set[str] | None = None) -> Path:
+    """The graph to run: ``fp32`` -> model.onnx, ``int8`` -> model.int8.onnx, ``auto`` -> what
+    :func:`ser_hf.precision.onnx_default` allows: int8 only when the export's recorded int8 quality check
+    passed (and this CPU does int8 arithmetic as the check's CPU did), else fp32 with one log line saying
+    why. ``flags``: CPU flags to decide for (default: this machine's)."""
     if precision not in ONNX_PRECISIONS:
         raise ValueError(f"precision={precision!r} with backend=onnx: use one of {ONNX_PRECISIONS} (bf16 is a "
                          f"PyTorch-backend setting)")
     cfg = read_onnx_config(model_dir)
-    name = cfg.get("default", "fp32") if precision == "auto" else precision
+    name = precision
+    if precision == "auto":
+        name, why = onnx_default(cfg, flags)
+        if name == "fp32" and "int8" in cfg["files"]:
+            logger.warning("%s: running the fp32 graph; %s", model_dir, why)
+        else:
+            logger.info("%s: running the %s graph; %s", model_dir, name, why)
     file = cfg["files"].get(name)
     if not file:
         raise FileNotFoundError(f"{model_dir} has no {name} graph (has: {sorted(cfg['files'])}); export with "
@@ -140,20 +154,22 @@ class OnnxModel:
 
 def load_onnx_parts(model_dir: str | os.PathLike, *, precision: str = "auto", threads: int | None = None,
                     optimization: str = "all") -> dict:
-    """What :class:`ser_hf.inference.Predictor` needs for an export folder: kind, model, labels, rate and
-    the feature extractor (transformers) or feature config (baselines)."""
+    """What :class:`ser_hf.inference.Predictor` needs for an export folder: kind, model, labels, task, rate
+    and the feature extractor (transformers) or feature config (baselines)."""
     model_dir = Path(model_dir).expanduser()
     cfg = read_onnx_config(model_dir)
     model = OnnxModel(onnx_file(model_dir, precision), threads=threads, optimization=optimization)
     config_path = model_dir / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{model_dir} has no config.json (the labels); re-export the model")
-    id2label = json.loads(config_path.read_text()).get("id2label") or {}
-    if not id2label:
+    try:
+        task = ModelTask.from_config(json.loads(config_path.read_text()))
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{config_path}: cannot tell what the model predicts ({err}); re-export the model") from err
+    if task.has_classes and not task.labels:
         raise ValueError(f"{config_path} has no id2label: cannot name the predicted classes")
-    labels = [id2label[k] for k in sorted(id2label, key=int)]
-    parts = {"kind": cfg["kind"], "model": model, "labels": labels, "feature_extractor": None,
-             "feature_config": None}
+    parts = {"kind": cfg["kind"], "model": model, "labels": list(task.labels), "task": task,
+             "feature_extractor": None, "feature_config": None}
     if cfg["kind"] == "transformer":
         fe = AutoFeatureExtractor.from_pretrained(model_dir, local_files_only=True)
         parts.update(feature_extractor=fe, sampling_rate=fe.sampling_rate)

@@ -14,7 +14,10 @@
 - **Checksums** (``checksums.json``): sha256 of saved weights, verified before anything is loaded.
 - **No pickle**: training state is safetensors + JSON (:func:`save_state`, :func:`load_state`).
 - **One reader** of finished run folders (:func:`why_incomplete`, :func:`load_run`, :func:`discover_runs`)
-  for cross-validation and comparison.
+  for cross-validation and comparison, of every task: a run's metrics.json ``task`` (classification when
+  absent; regression, multitask) decides what it must hold (labels: ``label_names``, macro-F1, label and
+  prediction columns; dimension values: ``targets``, ``ccc_mean``/``ccc_<t>``, ``true_<t>``/``pred_<t>``
+  columns), and :class:`RunResult` gives ``task``, ``targets`` and :meth:`RunResult.target_values`.
 
 A low-layer module: it imports only ser_hf.spec (reporting, config and the scripts build on it). torch and
 safetensors are imported inside the state functions on purpose: the scripts import this module (through
@@ -36,7 +39,7 @@ import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -563,6 +566,52 @@ def _ownership_problem(run_dir: Path, cfg, resume: bool) -> str | None:
 REQUIRED_METRICS_KEYS = ("recipe", "corpus", "split", "fold", "seed", "speakers", "label_names", "test")
 REQUIRED_TEST_KEYS = ("macro_f1", "accuracy", "uar")
 REQUIRED_PREDICTION_COLUMNS = ("split", "corpus", "file", "speaker_id", "label", "prediction")
+# Dimensional runs (issue 14; the task contract of ser_hf.tasks, kept as plain strings here because this
+# module sits below it): metrics.json "task" and "targets"; predictions.csv true_<target>/pred_<target>.
+TASKS = ("classification", "regression", "multitask")
+CLIP_COLUMNS = ("split", "corpus", "file", "speaker_id")
+REQUIRED_VALUE_TEST_KEYS = ("ccc_mean",)
+
+
+def run_task(metrics: Mapping[str, Any]) -> str:
+    """metrics.json's ``task`` (absent: classification, what runs wrote before issue 14)."""
+    task = metrics.get("task") or "classification"
+    if task not in TASKS:
+        raise ValueError(f"metrics.json task {task!r} is not one of {list(TASKS)}")
+    return str(task)
+
+
+def has_labels(task: str) -> bool:
+    """Whether runs of ``task`` carry class labels (label/prediction/prob_* columns, macro-F1)."""
+    return task in ("classification", "multitask")
+
+
+def has_values(task: str) -> bool:
+    """Whether runs of ``task`` carry dimension values (true_<t>/pred_<t> columns, CCC)."""
+    return task in ("regression", "multitask")
+
+
+def required_metrics_keys(task: str) -> tuple[str, ...]:
+    """The metrics.json keys a finished run of ``task`` has (regression runs need no label_names, but targets)."""
+    keys = tuple(k for k in REQUIRED_METRICS_KEYS if has_labels(task) or k != "label_names")
+    return keys + (("targets",) if has_values(task) else ())
+
+
+def required_test_keys(task: str, targets: Sequence[str] = ()) -> tuple[str, ...]:
+    """The test-split metrics a finished run of ``task`` reports."""
+    keys = REQUIRED_TEST_KEYS if has_labels(task) else ()
+    if has_values(task):
+        keys += REQUIRED_VALUE_TEST_KEYS + tuple(f"ccc_{t}" for t in targets)
+    return keys
+
+
+def required_prediction_columns(task: str, targets: Sequence[str] = ()) -> tuple[str, ...]:
+    """predictions.csv columns of a run of ``task``: the clip columns, label/prediction (labels),
+    true_<t>/pred_<t> per target (values)."""
+    cols = REQUIRED_PREDICTION_COLUMNS if has_labels(task) else CLIP_COLUMNS
+    if has_values(task):
+        cols += tuple(c for t in targets for c in (f"true_{t}", f"pred_{t}"))
+    return cols
 
 
 @dataclass(frozen=True)
@@ -599,7 +648,25 @@ class RunResult:
 
     @property
     def label_names(self) -> list[str]:
-        return list(self.metrics["label_names"])
+        return list(self.metrics.get("label_names") or [])
+
+    @property
+    def task(self) -> str:
+        """classification (also when metrics.json has no ``task``), regression or multitask."""
+        return run_task(self.metrics)
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The dimensions a regression/multitask run predicts (metrics.json ``targets``); () otherwise."""
+        return tuple(str(t) for t in self.metrics.get("targets") or ()) if has_values(self.task) else ()
+
+    @property
+    def has_labels(self) -> bool:
+        return has_labels(self.task)
+
+    @property
+    def has_values(self) -> bool:
+        return has_values(self.task)
 
     @property
     def test_speakers(self) -> list[str]:
@@ -614,6 +681,9 @@ class RunResult:
 
     def label_indices(self) -> tuple[np.ndarray, np.ndarray]:
         """(references, predictions) of the test clips as indices into ``label_names``."""
+        if not self.has_labels:
+            raise ValueError(f"{self.run_dir}: a {self.task} run has no class labels (metrics.json task is "
+                             f"{self.task!r}); its predictions are dimension values {list(self.targets)}")
         index = {name: i for i, name in enumerate(self.label_names)}
         refs, preds = [], []
         for row in self.test_rows:
@@ -628,14 +698,46 @@ class RunResult:
                 out.append(index[name])
         return np.asarray(refs, dtype=np.int64), np.asarray(preds, dtype=np.int64)
 
+    def target_values(self) -> tuple[np.ndarray, np.ndarray]:
+        """(true, predicted) dimension values of the test clips, float64 arrays (clips, len(targets)) in
+        :attr:`targets` order; an error names the run, clip and column of a missing or non-finite value."""
+        if not self.has_values:
+            raise ValueError(f"{self.run_dir}: a {self.task} run has no dimension values (metrics.json task is "
+                             f"{self.task!r}; only regression and multitask runs predict arousal/valence/dominance)")
+        out = []
+        for prefix in ("true_", "pred_"):
+            cols = [f"{prefix}{t}" for t in self.targets]
+            values = np.asarray([[row.get(c, math.nan) for c in cols] for row in self.test_rows], dtype=np.float64)
+            bad = np.argwhere(~np.isfinite(values))
+            if bad.size:
+                i, j = bad[0]
+                raise ValueError(f"{self.run_dir / PREDICTIONS_FILE}: {cols[j]} of test clip "
+                                 f"{self.test_rows[i]['file']!r} is empty or not a number "
+                                 f"({len(bad)} such value(s) in all)")
+            out.append(values)
+        return out[0], out[1]
+
 
 def is_leaky(metrics: Mapping[str, Any]) -> bool:
     """True when the run's split lets speakers overlap (``leaky`` flag, or a ``random`` split)."""
     return bool(metrics.get("leaky")) or metrics.get("split") == "random"
 
 
+VALUE_PREFIXES = ("prob_", "true_", "pred_")
+
+
+def _float_or_nan(v) -> float:
+    if v in ("", None):
+        return math.nan
+    try:
+        return float(v)
+    except ValueError:
+        return math.nan
+
+
 def read_predictions(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of predictions.csv; ``prob_*`` as floats, everything else kept as text.
+    """Rows of predictions.csv; ``prob_*``, ``true_*`` and ``pred_*`` (dimension values) as floats (an
+    empty or unparsable cell: NaN), everything else kept as text.
 
     Read with the csv module rather than pandas so speaker ids like "03" stay strings.
     """
@@ -643,8 +745,8 @@ def read_predictions(path: str | os.PathLike) -> list[dict[str, Any]]:
         rows = list(csv.DictReader(fh))
     for r in rows:
         for k, v in r.items():
-            if k.startswith("prob_"):
-                r[k] = float(v) if v not in ("", None) else math.nan
+            if k.startswith(VALUE_PREFIXES):
+                r[k] = _float_or_nan(v)
     return rows
 
 
@@ -671,12 +773,20 @@ def why_incomplete(run_dir: str | os.PathLike) -> str | None:
         metrics = read_metrics(run_dir)
     except ValueError as err:
         return str(err)
-    missing = [k for k in REQUIRED_METRICS_KEYS if k not in metrics]
+    try:
+        task = run_task(metrics)
+    except ValueError as err:
+        return f"{metrics_path}: {err}"
+    missing = [k for k in required_metrics_keys(task) if k not in metrics]
     if missing:
         return f"{metrics_path} lacks keys {missing}"
     test = metrics["test"]
-    if not isinstance(test, dict) or any(k not in test for k in REQUIRED_TEST_KEYS):
-        return f"{metrics_path} 'test' lacks some of {list(REQUIRED_TEST_KEYS)}"
+    targets = metrics.get("targets") or () if has_values(task) else ()
+    if has_values(task) and (not isinstance(targets, list) or not targets):
+        return f"{metrics_path}: a {task} run needs a non-empty 'targets' list, got {targets!r}"
+    wanted = required_test_keys(task, targets)
+    if not isinstance(test, dict) or any(k not in test for k in wanted):
+        return f"{metrics_path} 'test' lacks some of {list(wanted)}"
     if not (run_dir / PREDICTIONS_FILE).is_file():
         return f"{run_dir / PREDICTIONS_FILE} does not exist"
     return None
@@ -694,15 +804,18 @@ def load_run(run_dir: str | os.PathLike) -> RunResult:
     metrics = read_metrics(run_dir)
     if not isinstance(metrics["speakers"], dict) or "test" not in metrics["speakers"]:
         raise ValueError(f"{run_dir / METRICS_FILE}: 'speakers' must be a dict with a 'test' list")
-    if not metrics["label_names"]:
+    task = run_task(metrics)
+    if has_labels(task) and not metrics["label_names"]:
         raise ValueError(f"{run_dir / METRICS_FILE}: 'label_names' is empty")
 
     pred_path = run_dir / PREDICTIONS_FILE
     with pred_path.open(newline="", encoding="utf-8") as fh:
         columns = next(csv.reader(fh), [])
-    missing = [c for c in REQUIRED_PREDICTION_COLUMNS if c not in columns]
+    wanted = required_prediction_columns(task, metrics.get("targets") or ())
+    missing = [c for c in wanted if c not in columns]
     if missing:
-        raise ValueError(f"{pred_path} lacks columns {missing} (has {columns}); see the run folder contract")
+        raise ValueError(f"{pred_path} lacks columns {missing} (has {columns}); a {task} run's predictions.csv "
+                         "needs them (see the run folder contract)")
     rows = tuple(row for row in read_predictions(pred_path) if row["split"] == "test")
     if not rows:
         raise ValueError(f"{pred_path} has no rows with split == 'test'; nothing to evaluate")

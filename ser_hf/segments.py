@@ -19,7 +19,14 @@ min/max envelope per 10 ms.
 
 Outputs (:func:`write_outputs`): ``segments.csv`` / ``segments.json`` (file, start, end, label, one column per
 class probability), ``summary.json`` / ``summary.csv`` (per file: duration, speech time, share of speech time
-per emotion) and ``<file stem>.timeline.png`` (class probabilities over time under the waveform).
+per emotion) and ``<file stem>.timeline.png`` (class probabilities over time under the waveform). A dimensional
+model (regression, or multitask beside the classes) adds one column per target (``arousal``, ``valence``,
+``dominance``: the segment's values) to the segments, the speech-time-weighted mean of each target over a file's
+scored segments to its summary (``mean``), and the values over time to the timeline.
+
+Models that z-score their clip vectors over a call (speaker-normalised ``stats`` features or embeddings,
+``Predictor.normalises_over_call``) score all segments of a recording in one call: the recording's segments are
+treated as one speaker's clips.
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ from matplotlib import cm
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ser_hf.clips import NO_SPEECH, clip_probabilities, is_silent, log_probabilities
+from ser_hf.clips import NO_SPEECH, is_silent
 from ser_hf.data.audio import RESAMPLE_QUALITY, resample
 from ser_hf.models.transformer import chunk_bounds
 
@@ -232,9 +239,9 @@ def score_streaming(predictor, path: str | os.PathLike, *, batch_size: int = 8, 
                     overlap_s: float = 1.0, allow_padding: bool | None = None) -> dict:
     """One record for a long file, as ``predictor.predict_files`` gives, without holding the file in memory:
     the file is read in blocks at the model's rate and cut into the same ``chunk_s``/``overlap_s`` chunks
-    (last one aligned to the end); the chunks' probabilities are averaged as log-probabilities with
-    ``ser_hf.clips.clip_probabilities``, which equals averaging their logits (log p = logit - logsumexp,
-    and the logsumexp terms are the same for every class)."""
+    (last one aligned to the end); the chunks' raw outputs (``predictor.outputs``: logits, log-probabilities of
+    a classic classifier, dimension values) are averaged, as ``ser_hf.clips.aggregate_clips`` averages the
+    chunks of an input held in memory, and the record is made from the mean."""
     name = os.fspath(path)
     sr = predictor.sampling_rate
     chunk_s, overlap_s = predictor.chunking(chunk_s or LONG_FILE_S, overlap_s)
@@ -243,15 +250,14 @@ def score_streaming(predictor, path: str | os.PathLike, *, batch_size: int = 8, 
     bounds = chunk_bounds(expected, sr, chunk_s, overlap_s)
     size = bounds[0][1] - bounds[0][0]
     buffer, offset, k = np.zeros(0, np.float32), 0, 0  # buffer holds samples [offset, offset + len(buffer))
-    log_sum, pending, loud = None, [], False
+    out_sum, pending, loud = None, [], False
 
     def flush():
-        nonlocal log_sum, pending
+        nonlocal out_sum, pending
         if pending:
-            probs = np.stack(predictor.scores(pending, batch_size=batch_size, chunk_s=None,
-                                              allow_padding=allow_padding))
-            logp = log_probabilities(probs).sum(0)
-            log_sum = logp if log_sum is None else log_sum + logp
+            out = predictor.outputs(pending, batch_size=batch_size, chunk_s=None,
+                                    allow_padding=allow_padding).astype(np.float64).sum(0)
+            out_sum = out if out_sum is None else out_sum + out
             pending = []
 
     def take(a: int, b: int):
@@ -276,15 +282,14 @@ def score_streaming(predictor, path: str | os.PathLike, *, batch_size: int = 8, 
         k += 1
     flush()
     if not loud:
-        return {"file": name, "label": NO_SPEECH, "scores": None}
-    _, probs = clip_probabilities(np.zeros(1, np.int64), (log_sum / len(bounds))[None])
-    return predictor._record(name, probs[0])
+        return predictor.blank_record(name, NO_SPEECH)
+    return predictor._record(name, out_sum / len(bounds))
 
 
 
 def _row(path: str, start: float, end: float, record: dict) -> dict:
-    row = {"file": path, "start": round(float(start), 3), "end": round(float(end), 3), "label": record["label"],
-           "scores": record.get("scores")}
+    row = {"file": path, "start": round(float(start), 3), "end": round(float(end), 3)}
+    row.update({k: record[k] for k in ("label", "scores", "values") if k in record})
     if record.get("warning"):
         row["warning"] = record["warning"]
     return row
@@ -312,10 +317,11 @@ def segment_file(predictor, path: str | os.PathLike, settings: SegmentSettings, 
         return {"file": name, "duration_s": duration, "rows": [_row(name, 0.0, duration, record)],
                 "envelope": info["envelope"]}
     if settings.mode == "vad" and not spans:
-        rows.append({"file": name, "start": 0.0, "end": round(duration, 3), "label": NO_SPEECH, "scores": None})
+        rows.append(_row(name, 0.0, duration, predictor.blank_record(name, NO_SPEECH)))
     bar = progress(total=len(spans), desc=Path(name).name, unit="segment", leave=False) if progress else None
     sr = predictor.sampling_rate
-    group = max(1, 4 * batch_size)  # segments read and scored together: batching, with bounded memory
+    together = getattr(predictor, "normalises_over_call", False)  # one speaker's clips: z-scored in one call
+    group = len(spans) or 1 if together else max(1, 4 * batch_size)  # scored together: bounded memory
     for first in range(0, len(spans), group):
         block = spans[first:first + group]
         scored: dict[int, dict] = {}
@@ -323,9 +329,9 @@ def segment_file(predictor, path: str | os.PathLike, settings: SegmentSettings, 
         for k, (start, end) in enumerate(block):
             x = read_span(name, start, end, sr)
             if x.size == 0 or is_silent(x, sr):
-                scored[k] = {"label": NO_SPEECH, "scores": None}
+                scored[k] = predictor.blank_record(name, NO_SPEECH)
             else:
-                todo[settings.mode == "vad" and end - start > settings.max_segment_s].append((k, x))
+                todo[together or (settings.mode == "vad" and end - start > settings.max_segment_s)].append((k, x))
         for long, items in todo.items():
             if not items:
                 continue
@@ -344,90 +350,127 @@ def segment_file(predictor, path: str | os.PathLike, settings: SegmentSettings, 
     return {"file": name, "duration_s": duration, "rows": rows, "envelope": info["envelope"]}
 
 
-def summarise(result: dict, label_names: list[str]) -> dict:
-    """Share of the speech time per emotion (by each segment's label) and the file's speech time."""
+def summarise(result: dict, label_names: list[str], targets: list[str] | tuple = ()) -> dict:
+    """Share of the speech time per emotion (by each segment's label) and the file's speech time; with
+    ``targets`` (a dimensional model) ``mean``: each target's mean over the scored segments, weighted by their
+    length (None without speech). A regression model's summary has no share or label."""
     per = {label: 0.0 for label in label_names}
+    sums = {t: 0.0 for t in targets}
     speech = 0.0
     for row in result["rows"]:
-        if row["label"] in per:
-            length = row["end"] - row["start"]
+        length = row["end"] - row["start"]
+        if label_names and row.get("label") in per:
             per[row["label"]] += length
-            speech += length
-    return {"file": result["file"], "duration_s": round(result["duration_s"], 3), "speech_s": round(speech, 3),
-            "share": {k: (round(v / speech, 4) if speech else 0.0) for k, v in per.items()},
-            "label": max(per, key=per.get) if speech else NO_SPEECH}
+        elif label_names or row.get("values") is None:
+            continue
+        speech += length
+        for t in targets:
+            sums[t] += length * row["values"][t]
+    out = {"file": result["file"], "duration_s": round(result["duration_s"], 3), "speech_s": round(speech, 3)}
+    if label_names:
+        out["share"] = {k: (round(v / speech, 4) if speech else 0.0) for k, v in per.items()}
+        out["label"] = max(per, key=per.get) if speech else NO_SPEECH
+    if targets:
+        out["mean"] = {t: (round(v / speech, 6) if speech else None) for t, v in sums.items()}
+    return out
 
 
 # -------------------------------------------------------------------------------------------- output
 
 
-def rows_table(rows: list[dict], label_names: list[str]) -> list[dict]:
-    """Flat rows for CSV: file, start, end, label, p_<class>..."""
+def rows_table(rows: list[dict], label_names: list[str], targets: list[str] | tuple = ()) -> list[dict]:
+    """Flat rows for CSV: file, start, end, label, p_<class>..., then one column per target (its value)."""
     out = []
     for r in rows:
-        flat = {"file": r["file"], "start": r["start"], "end": r["end"], "label": r["label"]}
+        flat = {"file": r["file"], "start": r["start"], "end": r["end"], "label": r.get("label") or ""}
         for label in label_names:
             flat[f"p_{label}"] = "" if r.get("scores") is None else round(float(r["scores"][label]), 6)
+        for t in targets:
+            flat[t] = "" if r.get("values") is None else round(float(r["values"][t]), 6)
         out.append(flat)
     return out
 
 
-def plot_timeline(result: dict, label_names: list[str], path: str | os.PathLike) -> None:
-    """Waveform envelope on top, each class probability over time below (gaps: no speech)."""
+def _steps(rows: list[dict], key: str, name: str) -> tuple[list, list]:
+    """A step line of ``row[key][name]`` over the scored segments (NaN breaks between them)."""
+    xs, ys = [], []
+    for r in rows:
+        if r.get(key) is None:
+            continue
+        xs += [r["start"], r["end"], np.nan]
+        ys += [r[key][name]] * 2 + [np.nan]
+    return xs, ys
+
+
+def plot_timeline(result: dict, label_names: list[str], path: str | os.PathLike,
+                  targets: list[str] | tuple = ()) -> None:
+    """Waveform envelope on top, each class probability over time below (gaps: no speech), and each target's
+    value over time (dimensional models) below that."""
     lo, hi = result["envelope"]
     t = np.arange(len(lo)) * ENVELOPE_S
-    fig = Figure(figsize=(12, 5))  # object API on an Agg canvas, as ser_hf.reporting: no pyplot, no global backend
+    panels = (["probability"] if label_names else []) + (["values"] if targets else [])
+    fig = Figure(figsize=(12, 2.5 + 2.5 * len(panels)))  # object API on an Agg canvas, as ser_hf.reporting
     FigureCanvasAgg(fig)
-    ax_w, ax_p = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1, 2]})
+    axes = fig.subplots(1 + len(panels), 1, sharex=True, gridspec_kw={"height_ratios": [1] + [2] * len(panels)})
+    ax_w = axes[0]
+    ax_p = axes[1] if label_names else None
+    ax_v = axes[-1] if targets else None
     ax_w.fill_between(t, lo, hi, color="0.4", linewidth=0)
     ax_w.set_ylabel("waveform")
     ax_w.set_title(Path(result["file"]).name)
-    for k, label in enumerate(label_names):
-        xs, ys = [], []
+    for ax in axes[1:]:
         for r in result["rows"]:
-            if r.get("scores") is None:
-                continue
-            xs += [r["start"], r["end"], np.nan]
-            ys += [r["scores"][label]] * 2 + [np.nan]
-        ax_p.plot(xs, ys, label=label, color=cm.tab10(k % 10), linewidth=2)
-    for r in result["rows"]:
-        if r["label"] == NO_SPEECH:
-            ax_p.axvspan(r["start"], r["end"], color="0.9", zorder=0)
-    ax_p.set_ylim(0, 1)
-    ax_p.set_xlim(0, max(result["duration_s"], 1e-3))
-    ax_p.set_xlabel("time (s)")
-    ax_p.set_ylabel("probability")
-    ax_p.legend(loc="upper right", fontsize="small", ncol=min(len(label_names), 4))
+            if r.get("label") == NO_SPEECH:
+                ax.axvspan(r["start"], r["end"], color="0.9", zorder=0)
+    if ax_p is not None:
+        for k, label in enumerate(label_names):
+            ax_p.plot(*_steps(result["rows"], "scores", label), label=label, color=cm.tab10(k % 10), linewidth=2)
+        ax_p.set_ylim(0, 1)
+        ax_p.set_ylabel("probability")
+        ax_p.legend(loc="upper right", fontsize="small", ncol=min(len(label_names), 4))
+    if ax_v is not None:
+        for k, target in enumerate(targets):
+            ax_v.plot(*_steps(result["rows"], "values", target), label=target, color=cm.Dark2(k % 8), linewidth=2)
+        ax_v.set_ylabel("value")
+        ax_v.grid(alpha=0.3)
+        ax_v.legend(loc="upper right", fontsize="small", ncol=len(targets))
+    axes[-1].set_xlim(0, max(result["duration_s"], 1e-3))
+    axes[-1].set_xlabel("time (s)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
 
-def write_outputs(results: list[dict], label_names: list[str], output_dir: str | os.PathLike) -> dict:
-    """segments.csv/.json, summary.csv/.json and one timeline PNG per file into ``output_dir``."""
+def write_outputs(results: list[dict], label_names: list[str], output_dir: str | os.PathLike,
+                  targets: list[str] | tuple = ()) -> dict:
+    """segments.csv/.json, summary.csv/.json and one timeline PNG per file into ``output_dir`` (``targets``: the
+    dimensions of a regression/multitask model, ``Predictor.targets``)."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = [r for res in results for r in res["rows"]]
-    table = rows_table(rows, label_names)
-    fields = ["file", "start", "end", "label"] + [f"p_{label}" for label in label_names]
+    table = rows_table(rows, label_names, targets)
+    fields = ["file", "start", "end", "label"] + [f"p_{label}" for label in label_names] + list(targets)
     with open(out / "segments.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(table)
     (out / "segments.json").write_text(json.dumps(rows, indent=1))
-    summaries = [summarise(res, label_names) for res in results]
+    summaries = [summarise(res, label_names, targets) for res in results]
     (out / "summary.json").write_text(json.dumps(summaries, indent=1))
     with open(out / "summary.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["file", "duration_s", "speech_s", "label", *label_names])
+        writer.writerow(["file", "duration_s", "speech_s", *(["label", *label_names] if label_names else []),
+                         *(f"mean_{t}" for t in targets)])
         for s in summaries:
-            writer.writerow([s["file"], s["duration_s"], s["speech_s"], s["label"], *s["share"].values()])
+            classes = [s["label"], *s["share"].values()] if label_names else []
+            means = ["" if s["mean"][t] is None else s["mean"][t] for t in targets]
+            writer.writerow([s["file"], s["duration_s"], s["speech_s"], *classes, *means])
     used: set[str] = set()
     for res in results:
         stem = Path(res["file"]).stem
         while stem in used:  # same file name in two folders
             stem += "_"
         used.add(stem)
-        plot_timeline(res, label_names, out / f"{stem}.timeline.png")
+        plot_timeline(res, label_names, out / f"{stem}.timeline.png", targets)
     return {"segments": len(rows), "files": len(results)}
 
 
