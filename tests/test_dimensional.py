@@ -206,13 +206,12 @@ def test_cnn_regression_learns_and_reloads_as_ratings(tmp_path, gen_cache, monke
     outputs = _window_outputs(out / "model", test_ds)
     pred = {r["file"]: [float(r[f"pred_{t}"]) for t in metrics["targets"]] for r in rows if r["split"] == "test"}
     np.testing.assert_allclose(outputs, [pred[f] for f in test_ds["file"]], atol=1e-4)
-    true = np.stack([test_ds[t] for t in metrics["targets"]], axis=1)
-    assert abs(outputs.mean(0) - true.mean(0)).max() < 1.0  # ratings (1..5 scale), not standardised values
+    assert (outputs.mean(0) > 1.5).all() and (outputs.mean(0) < 4.5).all()  # ratings (1..5), not z-scores (~0)
 
 
 def test_multitask_cnn_outputs_classes_and_values(tmp_path, gen_cache, monkeypatch):
     out, metrics, rows = _run(["recipe=demo", "task=multitask", "data.corpus=iemocap", "targets=[arousal]",
-                               "data.synthetic={speakers:6,per_class:4,seed:0}", "trainer.max_epochs=3"],
+                               "data.synthetic={speakers:10,per_class:8,seed:0}", "trainer.max_epochs=3"],
                               tmp_path, gen_cache, monkeypatch)
     test = metrics["test"]
     assert {"macro_f1", "confusion_matrix", "ccc_arousal", "ccc_mean"} <= set(test)
