@@ -103,9 +103,15 @@ def memory_probe(method: str, model_dir: str, files: list[str], batch_size: int)
     else:
         from ser_hf.inference import load_for_inference
 
-        backend, _, precision = method.rpartition(":")  # "fp32" or "onnx:int8" (model_dir: the export)
-        pred = load_for_inference(model_dir, precision=precision, backend=backend or "torch",
-                                  **({} if backend == "onnx" else {"device": "cpu"}))
+        backend, _, precision = method.partition(":") if ":" in method else ("torch", "", method)
+        if backend == "onnxfile":  # "onnxfile:PATH": that graph inside the export folder model_dir
+            from ser_hf.onnx_backend import OnnxModel
+
+            pred = load_for_inference(model_dir, precision="fp32", backend="onnx")
+            pred.model = OnnxModel(precision)
+        else:  # "fp32" (torch) or "onnx:int8" / "onnx:auto" (model_dir: the export)
+            pred = load_for_inference(model_dir, precision=precision, backend=backend,
+                                      **({} if backend == "onnx" else {"device": "cpu"}))
         loaded = peak_rss_mb()
         pred.predict_arrays(arrays, SR, batch_size=batch_size)
     return {"after_load_mb": loaded, "peak_mb": peak_rss_mb()}
@@ -187,6 +193,16 @@ def main(argv=None) -> int:
     ap.add_argument("--append", action="store_true", help="append to --out instead of replacing it")
     ap.add_argument("--no-memory", action="store_true", help="candidates mode: skip the peak-memory subprocesses")
     ap.add_argument("--skip", nargs="*", default=[], help="candidates mode: skip methods whose name contains these")
+    ap.add_argument("--main-batch", type=int, default=None,
+                    help="candidates mode: the batch size of every row (default: the largest --batch-sizes)")
+    ap.add_argument("--quality-clips", type=int, default=0,
+                    help="candidates mode: clips of the test speakers for the quality columns (0: all)")
+    ap.add_argument("--int8-scope", default="all", help="candidates mode: the export's int8_scope")
+    ap.add_argument("--per-channel", action="store_true", help="candidates mode: the export's per_channel")
+    ap.add_argument("--extra-batch-models", nargs="*", default=[],
+                    help="candidates mode: models also timed at the other --batch-sizes (onnxruntime fp32 always)")
+    ap.add_argument("--memory-variants", nargs="*", default=[],
+                    help="candidates mode: int8 variants (by row name, without ' (B=..)') whose peak RSS to measure")
     # internal: memory probe subprocess
     ap.add_argument("--probe", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--model-dir", default=None, help=argparse.SUPPRESS)
@@ -401,9 +417,12 @@ def uncropped_whisper(trained: Path, base: Path, out: Path) -> Path:
 def candidates_main(args, argv) -> int:
     """Issue 15: every inference candidate on a trained model, side by side with the per-file pipeline loop.
 
-    Same method as the wav2vec2 table above (decoded clips, methods take turns on blocks of clips in rotated
-    order, medians over repeats), plus quality against fp32 PyTorch: top-1 agreement, max |prob diff|, and
-    macro-F1 on the timed clips (all from the test speakers, which the model never trained on).
+    Speed: the same method as the wav2vec2 table above (decoded clips, methods take turns on blocks of clips
+    in rotated order, medians over repeats) on ``--num-clips`` clips of the test speakers. Quality, against
+    fp32 PyTorch: top-1 agreement, max |prob diff| and macro-F1 on *all* clips of the test speakers
+    (``--quality-clips 0``; an untimed pass per distinct model, so that one flipped clip is 0.4 %, not 3 %).
+    The export (``export_onnx(..., quantize="int8")``) records its own int8 check (ser_hf.precision's gate);
+    the row "default path" is what ``predict.py model=EXPORT`` runs after it.
     """
     logging.basicConfig(level=logging.WARNING)
     import torch
@@ -413,8 +432,10 @@ def candidates_main(args, argv) -> int:
 
     from ser_hf.data.audio import decode_audio
     from ser_hf.data.labels import EMODB_CODES
-    from ser_hf.export import export_onnx
-    from ser_hf.inference import cpu_flags, load_for_inference
+    from ser_hf.export import export_onnx, quantize_int8_graph
+    from ser_hf.inference import load_for_inference
+    from ser_hf.onnx_backend import FP32_FILE, OnnxModel, read_onnx_config
+    from ser_hf.precision import check_verdict, cpu_flags, onnx_default
 
     transformers.logging.set_verbosity_error()
     model_dir = args.trained_model
@@ -424,35 +445,51 @@ def candidates_main(args, argv) -> int:
         pipe_dir = uncropped_whisper(model_dir, args.uncrop_from, tmp / "uncropped")
     fp32 = load_for_inference(model_dir, device="cpu", backend="torch", precision="fp32")
     sr = fp32.sampling_rate
-    files = sorted(f for f in (args.data_dir / "wav").glob("*.wav") if f.name[:2] in args.test_speakers)
-    idx = np.linspace(0, len(files) - 1, num=min(args.num_clips, len(files))).round().astype(int)
-    files = [files[i] for i in idx]
-    truth = [EMODB_CODES[f.name[5]] for f in files]
+    test_files = sorted(f for f in (args.data_dir / "wav").glob("*.wav") if f.name[:2] in args.test_speakers)
+    idx = np.linspace(0, len(test_files) - 1, num=min(args.num_clips, len(test_files))).round().astype(int)
+    files = [test_files[i] for i in idx]
+    q_files = test_files if not args.quality_clips else [
+        test_files[i] for i in np.linspace(0, len(test_files) - 1, num=min(args.quality_clips, len(test_files)))
+        .round().astype(int)]
+    q_truth = [EMODB_CODES[f.name[5]] for f in q_files]
+    q_arrays = [decode_audio(f, sr) for f in q_files]
     arrays = [decode_audio(f, sr) for f in files]
     audio_s = sum(len(a) for a in arrays) / sr
     t0 = time.perf_counter()
-    export_onnx(model_dir, tmp / "onnx", quantize="int8")
+    export = export_onnx(model_dir, tmp / "onnx", quantize="int8", int8_scope=args.int8_scope,
+                         per_channel=args.per_channel)
     export_s = time.perf_counter() - t0
+    ecfg = read_onnx_config(export)
+    gate = ecfg.get("int8_check") or {}
+    default_graph, default_why = onnx_default(ecfg)
+    variants = {}
+    for scope, pc in (("all", False), ("all", True), ("ffn", False), ("ffn", True)):
+        path = tmp / f"int8_{scope}{'_pc' if pc else ''}.onnx"
+        quantize_int8_graph(export / FP32_FILE, path, scope=scope, per_channel=pc)
+        variants[f"onnxruntime int8, {scope} MatMul/Gemm{', per-channel' if pc else ''}"] = path
     flags = cpu_flags()
     native_bf16 = bool(flags & {"avx512_bf16", "amx_bf16"})
-    big = max(args.batch_sizes)
+    big = args.main_batch or max(args.batch_sizes)
     pipe = pipeline("audio-classification", model=str(pipe_dir), device=-1)
-    preds = {
+
+    def ort(path: Path, threads: int | None = None, optimization: str = "all"):
+        p = load_for_inference(export, backend="onnx", precision="fp32")
+        p.model = OnnxModel(path, threads=threads, optimization=optimization)
+        return p
+
+    models = {  # name -> predictor; each timed at batch `big` (and the ones in --batch-sizes at the others)
         "torch fp32": fp32,
         "torch int8 (dynamic, Linear)": load_for_inference(model_dir, device="cpu", backend="torch", precision="int8"),
-        "onnxruntime fp32, no graph optimisation": None,
-        "onnxruntime fp32": load_for_inference(tmp / "onnx", backend="onnx", precision="fp32"),
-        "onnxruntime int8": load_for_inference(tmp / "onnx", backend="onnx", precision="int8"),
-        "onnxruntime int8, 1 thread": load_for_inference(tmp / "onnx", backend="onnx", precision="int8", threads=1),
+        "onnxruntime fp32": ort(export / FP32_FILE),
+        "onnxruntime fp32, basic graph optimisation": ort(export / FP32_FILE, optimization="basic"),
+        "onnxruntime fp32, 1 thread": ort(export / FP32_FILE, threads=1),
+        **{name: ort(path) for name, path in variants.items()},
+        f"default path: export + backend=auto ({default_graph})": load_for_inference(export),
     }
-    from ser_hf.onnx_backend import OnnxModel, onnx_file
-
-    noopt = load_for_inference(tmp / "onnx", backend="onnx", precision="fp32")
-    noopt.model = OnnxModel(onnx_file(tmp / "onnx", "fp32"), optimization="basic")
-    preds["onnxruntime fp32, no graph optimisation"] = noopt
     if native_bf16:
-        preds["torch bf16 autocast (native on this CPU)"] = load_for_inference(model_dir, device="cpu",
-                                                                               backend="torch", precision="bf16")
+        models["torch bf16 autocast (native on this CPU)"] = load_for_inference(model_dir, device="cpu",
+                                                                                backend="torch", precision="bf16")
+    models = {n: m for n, m in models.items() if n == "torch fp32" or not any(x in n for x in args.skip)}
 
     def run_pipeline(clips):
         return [{d["label"]: d["score"] for d in pipe({"raw": a, "sampling_rate": sr}, top_k=None)} for a in clips]
@@ -460,52 +497,75 @@ def candidates_main(args, argv) -> int:
     def batched(pred, b):
         return lambda clips: [r["scores"] for r in pred.predict_arrays(clips, sr, batch_size=b)]
 
-    methods = {"pipeline() loop, per file" + (" (uncropped 30 s model)" if args.uncrop_from else ""): run_pipeline}
-    methods["torch fp32, per file (B=1)"] = batched(fp32, 1)
-    for name, pred in preds.items():
-        methods[f"{name} (B={big})"] = batched(pred, big)
-    methods["onnxruntime int8, per file (B=1)"] = batched(preds["onnxruntime int8"], 1)
-    methods = {n: f for n, f in methods.items() if n.startswith("pipeline") or n.startswith("torch fp32 (")
+    pipe_name = "pipeline() loop, per file" + (" (uncropped 30 s model)" if args.uncrop_from else "")
+    methods = {pipe_name: (run_pipeline, "pipeline"), "torch fp32, per file (B=1)": (batched(fp32, 1), "torch fp32")}
+    for name, pred in models.items():
+        methods[f"{name} (B={big})"] = (batched(pred, big), name)
+    for b in sorted(set(args.batch_sizes) | {big}):
+        if b != big:
+            for name in ("onnxruntime fp32", *args.extra_batch_models):
+                if name in models:
+                    methods[f"{name} (B={b})"] = (batched(models[name], b), name)
+    if "onnxruntime fp32" in models:
+        methods["onnxruntime fp32, per file (B=1)"] = (batched(models["onnxruntime fp32"], 1), "onnxruntime fp32")
+    methods = {n: m for n, m in methods.items() if n.startswith(("pipeline", "torch fp32 ("))
                or not any(x in n for x in args.skip)}
-    for fn in methods.values():  # warm-up
+    for fn, _ in methods.values():  # warm-up
         fn(arrays[:2])
     block = big
     names = list(methods)
     rates: dict[str, list[float]] = {n: [] for n in names}
-    outputs: dict[str, list] = {}
     loads = []
     for rep in range(args.repeats):
         spent = dict.fromkeys(names, 0.0)
-        got: dict[str, list] = {n: [] for n in names}
         for k, start in enumerate(range(0, len(arrays), block)):
             clips = arrays[start:start + block]
             for name in names[k % len(names):] + names[:k % len(names)]:
                 loads.append(os.getloadavg()[0])
                 t = time.perf_counter()
-                got[name].extend(methods[name](clips))
+                methods[name][0](clips)
                 spent[name] += time.perf_counter() - t
         for name in names:
             rates[name].append(len(arrays) / spent[name])
-            outputs[name] = got[name]
             print(f"repeat {rep + 1} {name}: {rates[name][-1]:.2f} clips/s", flush=True)
 
+    # quality: one untimed pass per distinct model over the quality clips
     labels = fp32.label_names
-    ref = outputs[f"torch fp32 (B={big})"]
     top = lambda scores: [max(s, key=s.get) for s in scores]  # noqa: E731
-    f1_ref = f1_score(truth, top(ref), labels=labels, average="macro", zero_division=0)
+    # the same graph at another thread count / fusion level, or the export's own int8 graph (= the variant
+    # quantised with the same settings), differs at the 1e-7 level: its quality pass is not repeated
+    own = f"onnxruntime int8, {args.int8_scope} MatMul/Gemm{', per-channel' if args.per_channel else ''}"
+    alias = {"onnxruntime fp32, basic graph optimisation": "onnxruntime fp32", "onnxruntime fp32, 1 thread":
+             "onnxruntime fp32", f"default path: export + backend=auto ({default_graph})":
+             "onnxruntime fp32" if default_graph == "fp32" else own}
+    outputs = {"pipeline": run_pipeline(q_arrays)}
+    for name, pred in models.items():
+        if alias.get(name) not in models:
+            outputs[name] = batched(pred, big)(q_arrays)
+            print(f"quality pass: {name}", flush=True)
+    for name, same in alias.items():
+        if name in models and same in outputs:
+            outputs[name] = outputs[same]
+    ref = outputs["torch fp32"]
+    f1_ref = f1_score(q_truth, top(ref), labels=labels, average="macro", zero_division=0)
     quality = {}
-    for name in names:
-        q = outputs[name]
-        quality[name] = (np.mean([a == b for a, b in zip(top(q), top(ref))]),
-                         max(abs(a[k] - b[k]) for a, b in zip(q, ref) for k in labels),
-                         f1_score(truth, top(q), labels=labels, average="macro", zero_division=0))
+    for key, q in outputs.items():
+        f1 = f1_score(q_truth, top(q), labels=labels, average="macro", zero_division=0)
+        agree = float(np.mean([a == b for a, b in zip(top(q), top(ref))]))
+        rec = {"top1_agreement": agree, "macro_f1_delta": f1 - f1_ref, "clips": len(q_arrays)}
+        quality[key] = (agree, max(abs(a[k] - b[k]) for a, b in zip(q, ref) for k in labels), f1,
+                        check_verdict(rec)[0])
     margins = [sorted(s.values())[-1] - sorted(s.values())[-2] for s in ref]
 
-    memory = {} if args.no_memory else {"pipeline": run_probe("pipeline", pipe_dir, files, big),
-              "fp32": run_probe("fp32", model_dir, files, big),
-              "int8": run_probe("int8", model_dir, files, big),
-              "onnx:fp32": run_probe("onnx:fp32", tmp / "onnx", files, big),
-              "onnx:int8": run_probe("onnx:int8", tmp / "onnx", files, big)}
+    memory = {}
+    if not args.no_memory:
+        memory["pipeline"] = run_probe("pipeline", pipe_dir, files, big)
+        memory["torch fp32"] = run_probe("fp32", model_dir, files, big)
+        memory["onnxruntime fp32"] = run_probe("onnx:fp32", export, files, big)
+        for name in args.memory_variants:
+            if name in variants:
+                memory[name] = run_probe(f"onnxfile:{variants[name]}", export, files, big)
+        memory["default path"] = run_probe("onnx:auto", export, files, big)
     med = {n: statistics.median(v) for n, v in rates.items()}
     base = med[names[0]]
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -518,29 +578,35 @@ def candidates_main(args, argv) -> int:
         "python benchmarks/bench_inference.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "```",
         "",
-        f"- Machine: {cpu}, {os.cpu_count()} cores, flags {' '.join(simd)}; native bf16: {native_bf16}. torch "
+        f"- Machine: {cpu}, {os.cpu_count()} cores, flags {' '.join(simd)}; native bf16: {native_bf16}; "
+        f"avx2: {'avx2' in flags}; VNNI: {bool(flags & {'avx512_vnni', 'avx_vnni'})}. torch "
         f"{torch.__version__} ({torch.get_num_threads()} threads), onnxruntime "
         f"{__import__('onnxruntime').__version__}, transformers {transformers.__version__}. 1-min load average "
         f"during the timed runs: median {statistics.median(loads):.1f}, max {max(loads):.1f} (2 cores shared "
         f"with other engineers' jobs; methods take turns per block of {block} clips so they see the same load).",
         f"- Model: `{model_dir.name}` ({type(fp32.model).__name__}, "
-        f"{sum(p.numel() for p in fp32.model.parameters()) / 1e6:.1f} M parameters; training: see the notes with this table)"
-        f"; pipeline() runs `{Path(pipe_dir).name}`. ONNX export (fp32 + int8) took {export_s:.0f} s.",
-        f"- Data: {len(files)} EmoDB clips of the test speakers {', '.join(args.test_speakers)} "
-        f"({audio_s:.0f} s of audio); median top-1 margin of fp32: {statistics.median(margins):.2f}.",
+        f"{sum(p.numel() for p in fp32.model.parameters()) / 1e6:.1f} M parameters; training: see the notes with "
+        f"this table); pipeline() runs `{Path(pipe_dir).name}`. ONNX export (fp32 + int8 + the int8 check) took "
+        f"{export_s:.0f} s.",
+        f"- Speed: {len(files)} EmoDB clips of the test speakers {', '.join(args.test_speakers)} ({audio_s:.0f} s "
+        f"of audio), {args.repeats} repeats. Quality: {len(q_files)} clips of the same speakers (untimed pass), "
+        f"against torch fp32 (macro-F1 {f1_ref:.3f}); median top-1 margin of fp32: {statistics.median(margins):.2f}. "
+        f"'passes' = top-1 agreement >= 98 % and |delta macro-F1| <= 0.01 (ser_hf.precision).",
+        f"- The export's own int8 check (int8_scope={args.int8_scope}, per_channel={args.per_channel}): "
+        f"{check_verdict(gate)[1]}; max |prob diff| {gate.get('max_abs_prob_diff', float('nan')):.1e}. "
+        f"backend=auto on the export runs: {default_graph} ({default_why}).",
         "",
         "| method | clips/s (median) | x pipeline loop | top-1 agreement with torch fp32 | max abs prob diff | "
-        "macro-F1 (these clips) | repeats |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "macro-F1 | delta macro-F1 | passes | repeats (clips/s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for name in names:
-        agree, diff, f1 = quality[name]
+        agree, diff, f1, ok = quality[methods[name][1]]
         lines.append(f"| {name} | {med[name]:.2f} | {med[name] / base:.2f} | {agree:.1%} | {diff:.1e} | {f1:.3f} | "
-                     f"{', '.join(f'{x:.2f}' for x in rates[name])} |")
-    lines += ["", f"torch fp32 macro-F1 on these clips: {f1_ref:.3f}.", "",
-              "Peak RSS (MB, fresh process each, after load / peak): " + ("not measured (--no-memory)" if not memory
-                                                                          else "") + "; ".join(
-                  f"{k} {v['after_load_mb']:.0f} / {v['peak_mb']:.0f}" for k, v in memory.items()), ""]
+                     f"{f1 - f1_ref:+.3f} | {'yes' if ok else 'no'} | {', '.join(f'{x:.2f}' for x in rates[name])} |")
+    lines += ["", "Peak RSS (MB, fresh process each, after load / peak): " + (
+        "; ".join(f"{k} {v['after_load_mb']:.0f} / {v['peak_mb']:.0f}" for k, v in memory.items())
+        if memory else "not measured (--no-memory)"), ""]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -68,6 +68,7 @@ from ser_hf.models.transformer import (chunk_clip, featurize, is_waveform_extrac
                                        load_adapter, load_feature_extractor, uses_attention_mask)
 from ser_hf.models.whisper_crop import fixed_input_chunk_s
 from ser_hf.onnx_backend import is_onnx_export, load_onnx_parts
+from ser_hf.precision import cpu_has_bf16, torch_auto_precision
 from ser_hf.runfolder import verify_checksums
 from ser_hf.tasks import ModelTask
 
@@ -457,9 +458,10 @@ def load_for_inference(model_dir: str | os.PathLike, *, device: str | None = Non
 
     ``precision`` (neural models): ``"fp32"`` (default: identical to ``pipeline("audio-classification")``),
     ``"bf16"`` (bfloat16 autocast: about 2x faster on CPUs with native bf16 such as AVX512-BF16 / AMX, and
-    on GPUs; slow where bf16 is emulated), ``"int8"`` (:func:`quantize_int8`, CPU only) or ``"auto"`` (bf16
-    for neural models where the device runs it natively - a CUDA GPU with bf16, a CPU with AVX512-BF16/AMX -
-    else fp32). bf16 and int8 change probabilities by ~1e-3; see benchmarks/results/inference.md.
+    on GPUs; slow where bf16 is emulated), ``"int8"`` (:func:`quantize_int8`, CPU only) or ``"auto"``: what
+    :mod:`ser_hf.precision` allows without a word from the user - fp32 for torch folders (they carry no
+    recorded quality check; bf16 and int8 change top-1 labels on a few % of clips of a trained
+    wav2vec2-base), the export's int8 graph for ONNX folders only where its recorded check passed.
 
     ``backend``: ``"torch"``, ``"onnx"`` (a folder written by ``scripts/export.py``, run with onnxruntime;
     ``precision`` then picks its graph: ``"fp32"``, ``"int8"``, or by default the export's own choice) or
@@ -488,55 +490,20 @@ def load_for_inference(model_dir: str | os.PathLike, *, device: str | None = Non
         verify_checksums(model_dir)
     predictor = load_torch_predictor(model_dir, device=device, local_files_only=local_files_only)
     if precision == "auto":
-        precision = auto_precision(predictor.kind, predictor.device)
+        precision = torch_auto_precision(predictor.kind, predictor.device.type)
+        logger.info("precision=auto: %s (ser_hf.precision: a torch folder has no recorded bf16/int8 quality "
+                    "check)", precision)
     if precision != "fp32" and predictor.kind == "classic":
         raise ValueError(f"precision={precision!r} applies to neural models; {model_dir} is a classic sklearn model")
     if precision == "int8":
         if predictor.device.type != "cpu":
             raise ValueError("int8 dynamic quantisation runs on CPU only; pass device='cpu'")
         predictor.model = quantize_int8(predictor.model)
-    if precision == "bf16" and predictor.device.type == "cpu" and not _cpu_has_bf16():
+    if precision == "bf16" and predictor.device.type == "cpu" and not cpu_has_bf16():
         logger.warning("precision='bf16' on a CPU without native bfloat16 (AVX512-BF16/AMX) is emulated and "
                        "usually slower than fp32")
     predictor.precision = precision
     return predictor
-
-
-def auto_precision(kind: str, device: torch.device, cpu_flags: set[str] | None = None,
-                   cuda_bf16: bool | None = None) -> str:
-    """What ``precision="auto"`` runs: bf16 only where the hardware computes bfloat16 natively (a CUDA GPU
-    with bf16; a CPU flagging ``avx512_bf16`` or ``amx_bf16``), else fp32. Never an emulated bf16: on an
-    AVX2-only CPU bf16 autocast ran 15x *slower* than fp32 (issue 15). ``cpu_flags``/``cuda_bf16`` default
-    to this machine's (for tests: pass them)."""
-    if kind == "classic":
-        return "fp32"
-    if device.type == "cuda":
-        native = torch.cuda.is_bf16_supported() if cuda_bf16 is None else cuda_bf16
-    elif device.type == "cpu":
-        native = _cpu_has_bf16(cpu_flags)
-    else:
-        native = False
-    return "bf16" if native else "fp32"
-
-
-def cpu_flags() -> set[str]:
-    """The CPU feature flags of /proc/cpuinfo (empty where there is none, e.g. macOS, Windows)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def _cpu_has_bf16(flags: set[str] | None = None) -> bool:
-    flags = cpu_flags() if flags is None else set(flags)
-    if flags:
-        return bool(flags & {"avx512_bf16", "amx_bf16"})
-    cpu = torch.cpu  # no /proc/cpuinfo: ask torch's own CPU feature probe
-    checks = [getattr(cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(c() for c in checks if callable(c))
 
 
 def load_torch_predictor(model_dir: str | os.PathLike, *, device: str | None = None,
@@ -673,4 +640,4 @@ def predict_arrays(arrays: Sequence[np.ndarray], sampling_rate: int, model: Pred
 
 
 __all__ = ["AUDIO_EXTENSIONS", "BACKENDS", "DEFAULT_CHUNK_S", "DEFAULT_OVERLAP_S", "PRECISIONS", "Predictor", "audio_paths",
-           "auto_precision", "cpu_flags", "load_for_inference", "predict_arrays", "predict_files", "quantize_int8"]
+           "load_for_inference", "predict_arrays", "predict_files", "quantize_int8"]

@@ -18,6 +18,7 @@ physical core); sequential execution. See benchmarks/results/inference.md for wh
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,8 +28,11 @@ import numpy as np
 import torch
 from transformers import AutoFeatureExtractor
 
+from ser_hf.precision import onnx_default
 from ser_hf.spec import FeatureConfig
 from ser_hf.tasks import ModelTask
+
+logger = logging.getLogger(__name__)
 
 ONNX_CONFIG = "onnx_config.json"
 FP32_FILE = "model.onnx"
@@ -59,14 +63,22 @@ def read_onnx_config(model_dir: str | os.PathLike) -> dict:
     return cfg
 
 
-def onnx_file(model_dir: str | os.PathLike, precision: str = "auto") -> Path:
-    """The graph to run: ``fp32`` -> model.onnx, ``int8`` -> model.int8.onnx, ``auto`` -> the export's default
-    (int8 when the export was quantised, else fp32)."""
+def onnx_file(model_dir: str | os.PathLike, precision: str = "auto", flags: set[str] | None = None) -> Path:
+    """The graph to run: ``fp32`` -> model.onnx, ``int8`` -> model.int8.onnx, ``auto`` -> what
+    :func:`ser_hf.precision.onnx_default` allows: int8 only when the export's recorded int8 quality check
+    passed (and this CPU does int8 arithmetic as the check's CPU did), else fp32 with one log line saying
+    why. ``flags``: CPU flags to decide for (default: this machine's)."""
     if precision not in ONNX_PRECISIONS:
         raise ValueError(f"precision={precision!r} with backend=onnx: use one of {ONNX_PRECISIONS} (bf16 is a "
                          f"PyTorch-backend setting)")
     cfg = read_onnx_config(model_dir)
-    name = cfg.get("default", "fp32") if precision == "auto" else precision
+    name = precision
+    if precision == "auto":
+        name, why = onnx_default(cfg, flags)
+        if name == "fp32" and "int8" in cfg["files"]:
+            logger.warning("%s: running the fp32 graph; %s", model_dir, why)
+        else:
+            logger.info("%s: running the %s graph; %s", model_dir, name, why)
     file = cfg["files"].get(name)
     if not file:
         raise FileNotFoundError(f"{model_dir} has no {name} graph (has: {sorted(cfg['files'])}); export with "

@@ -87,7 +87,9 @@ def test_onnx_parity_on_emodb_clips(model_fixture, request, emodb_clips, tmp_pat
     assert {"model.onnx", "model.int8.onnx", "config.json", "onnx_config.json"} <= {p.name for p in out.iterdir()}
     ref = predict_files(emodb_clips, model_dir, device="cpu", backend="torch")
     fp32 = predict_files(emodb_clips, out, backend="onnx", precision="fp32")
-    int8 = predict_files(emodb_clips, out, backend="onnx")  # the export's default: int8
+    int8 = predict_files(emodb_clips, out, backend="onnx", precision="int8")
+    check = read_onnx_config(out)["int8_check"]  # measured on the run folder's test split at export
+    assert check["clips"] > 0 and "test split of run" in check["source"]
     p_ref, p_fp32, p_int8 = _probs(ref), _probs(fp32), _probs(int8)
     # trained: the model is not indifferent between classes (otherwise top-1 agreement is meaningless)
     margins = np.sort(p_ref, axis=1)[:, -1] - np.sort(p_ref, axis=1)[:, -2]
