@@ -1,4 +1,5 @@
-"""Compare recipes on identical folds: ``scripts/compare.py recipes=[a,b] [key=value ...]`` or ``runs=[dir,...]``."""
+"""Compare recipes on identical folds: ``scripts/compare.py recipes=[a,b] [key=value ...]`` or ``runs=[dir,...]``
+(classification runs on macro-F1; regression runs on CCC per target and mean CCC; never one against the other)."""
 
 import sys
 

@@ -47,7 +47,7 @@ import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -83,6 +83,8 @@ __all__ = [
     "resampled_length",
     "speaker_normalise",
     "is_vector_kind",
+    "normalise_with",
+    "pooled_statistics",
     "speaker_statistics",
     "window_array",
 ]
@@ -745,27 +747,47 @@ def speaker_statistics(ds: datasets.Dataset, column: str = "features",
     view = ds.with_format("numpy", columns=[column, speaker_column])
     for batch in view.iter(batch_size=64):
         for x, spk in zip(batch[column], batch[speaker_column]):
-            x = np.asarray(x, dtype=np.float64)
-            frames = _as_frames(x)
-            a = acc.setdefault(str(spk), [0, 0.0, 0.0, _stat_shape(x)])
-            a[0] += frames.shape[0]
-            a[1] = a[1] + frames.sum(axis=0)
-            a[2] = a[2] + np.square(frames).sum(axis=0)
-    stats = {}
-    for spk, (n, s, sq, shape) in acc.items():
-        mean = s / n
-        std = np.sqrt(np.maximum(sq / n - np.square(mean), 0.0))
-        if len(shape) == 3:  # frames were (T, C*F)
-            mean, std = mean.reshape(shape[:-1])[..., None], std.reshape(shape[:-1])[..., None]
-        stats[spk] = (mean.reshape(shape).astype(np.float32), std.reshape(shape).astype(np.float32))
-    return stats
+            _accumulate(acc, str(spk), x)
+    return {spk: _moments(a) for spk, a in acc.items()}
+
+
+def _accumulate(acc: dict, key: str, x) -> None:
+    """Add one clip's frames (or its vector) to ``acc[key]`` = [count, sum, sum of squares, stats shape]."""
+    x = np.asarray(x, dtype=np.float64)
+    frames = _as_frames(x)
+    a = acc.setdefault(key, [0, 0.0, 0.0, _stat_shape(x)])
+    a[0] += frames.shape[0]
+    a[1] = a[1] + frames.sum(axis=0)
+    a[2] = a[2] + np.square(frames).sum(axis=0)
+
+
+def _moments(a: list) -> tuple[np.ndarray, np.ndarray]:
+    n, s, sq, shape = a
+    mean = s / n
+    std = np.sqrt(np.maximum(sq / n - np.square(mean), 0.0))
+    if len(shape) == 3:  # frames were (T, C*F)
+        mean, std = mean.reshape(shape[:-1])[..., None], std.reshape(shape[:-1])[..., None]
+    return mean.reshape(shape).astype(np.float32), std.reshape(shape).astype(np.float32)
+
+
+def pooled_statistics(features: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of one speaker's clips given as arrays (pooled over clips and frames): what
+    ``speaker_statistics`` computes per speaker of a dataset, for prediction (``ser_hf.inference``)."""
+    acc: dict[str, list] = {}
+    for x in features:
+        _accumulate(acc, "", x)
+    if not acc:
+        raise ValueError("pooled_statistics of no clips")
+    return _moments(acc[""])
+
+
+def normalise_with(x, mean: np.ndarray, std: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Z-score ``x`` with a speaker's (mean, std); a dim with std <= eps is only centred."""
+    return ((np.asarray(x, np.float32) - mean) / np.where(std > eps, std, 1.0)).astype(np.float32)
 
 
 def _map_normalise(feats: list, speakers: list, column: str, stats: dict, eps: float) -> dict:
-    out = []
-    for x, spk in zip(feats, speakers):
-        mean, std = stats[str(spk)]
-        out.append(((np.asarray(x, np.float32) - mean) / np.where(std > eps, std, 1.0)).astype(np.float32))
+    out = [normalise_with(x, *stats[str(spk)], eps=eps) for x, spk in zip(feats, speakers)]
     return {column: np.stack(out) if out and all(o.shape == out[0].shape for o in out) else out}
 
 

@@ -13,13 +13,13 @@
 - a probe (``model_type`` ``ser_probe``): a learned mix of a frozen encoder's pooled hidden states, the
   encoder named in its config.
 
-Models trained on speaker-normalised clip vectors -- embeddings (``embeddings.speaker_norm``) or per-clip
-features such as ``stats``/openSMILE functionals (``features.speaker_norm``) -- z-score the vectors of all
-inputs of one call together, as one speaker's clips, exactly as training z-scored each speaker's clips
-(``ser_hf.features.speaker_normalise``): pass one speaker's clips per call (at least 2; fewer is an error).
-``predict_files`` then scores all files of the call as one block. Frame features (log-mel, MFCC frames) with
-``features.speaker_norm`` are normalised per input with its own frames' statistics (an approximation of the
-speaker's, logged once).
+Models trained on speaker-normalised features (``features.speaker_norm``: frame features such as log-mel, or
+per-clip vectors such as ``stats``/openSMILE functionals) or embeddings (``embeddings.speaker_norm``) z-score the
+inputs of one call together, as one speaker's clips, with statistics pooled over their frames exactly as
+training pooled each speaker's (``ser_hf.features.pooled_statistics``, the per-speaker statistics of
+``speaker_normalise``): pass one speaker's clips per call. Clip vectors need at least 2 inputs (one vector has no
+spread: an error); frame features of a single input use its own frames (logged). ``predict_files`` then scores
+all files of the call as one block, and a recording's segments are scored in one call.
 
 ``predict_files`` / ``predict_arrays`` return one record per input, in input order::
 
@@ -62,7 +62,7 @@ import ser_hf.models  # noqa: F401  registers the baseline and probe configs/mod
 from ser_hf.clips import NO_SPEECH, aggregate_clips, is_silent, log_probabilities, min_clip_samples, softmax
 from ser_hf.data.audio import AudioDecodeError, decode_audio, resample
 from ser_hf.embeddings import load_encoder
-from ser_hf.features import FeatureConfig, extract, is_vector_kind, window_array
+from ser_hf.features import FeatureConfig, extract, is_vector_kind, normalise_with, pooled_statistics, window_array
 from ser_hf.models.classic import ClassicClassifier
 from ser_hf.models.transformer import (chunk_clip, featurize, is_waveform_extractor, length_sorted_batches,
                                        load_adapter, load_feature_extractor, uses_attention_mask)
@@ -157,49 +157,38 @@ class Predictor:
     @property
     def normalises_over_call(self) -> bool:
         """True when the inputs of one call are z-scored together as one speaker's clips (a model trained on
-        speaker-normalised clip vectors: embeddings, or per-clip feature vectors such as ``stats``)."""
+        speaker-normalised features or embeddings)."""
         if self.embedding_config is not None:
             return bool(self.embedding_config.get("speaker_norm"))
-        return bool(getattr(self.feature_config, "speaker_norm", False)) and is_vector_kind(self.feature_config)
+        return bool(getattr(self.feature_config, "speaker_norm", False))
 
-    def _speaker_zscore(self, X: np.ndarray, what: str) -> np.ndarray:
-        """Z-score the rows of ``X`` (the call's clip vectors) with their own mean and population std per
-        dimension, as ``ser_hf.features.speaker_normalise`` did for each training speaker (a dimension constant
-        over the clips is only centred)."""
-        if len(X) < 2:
+    def _normalise_together(self, feats: list[np.ndarray], what: str, vectors: bool) -> list[np.ndarray]:
+        """Z-score the call's inputs with statistics pooled over all of them (and their frames), as training
+        z-scored each speaker's clips with ``ser_hf.features.speaker_normalise``."""
+        if vectors and len(feats) < 2:
             raise ValueError(f"{self.model_dir} was trained on speaker-normalised {what}: pass at least 2 clips of "
                              f"the speaker in one call (they are z-scored together, as one speaker's clips); got "
-                             f"{len(X)}")
+                             f"{len(feats)}")
         if not self._warned_speaker_norm:
-            logger.warning("%s was trained on speaker-normalised %s: the %d inputs of this call are normalised "
-                           "together as one speaker's clips", self.model_dir, what, len(X))
+            logger.warning("%s was trained on speaker-normalised %s: the %d input(s) of this call are normalised "
+                           "together as one speaker's clips%s", self.model_dir, what, len(feats),
+                           "" if len(feats) > 1 else " (one input: with its own frames' statistics)")
             self._warned_speaker_norm = True
-        X = np.asarray(X, dtype=np.float32)
-        std = X.std(axis=0)
-        return ((X - X.mean(axis=0)) / np.where(std > SPEAKER_NORM_EPS, std, 1.0)).astype(np.float32)
+        mean, std = pooled_statistics(feats)
+        return [normalise_with(f, mean, std, SPEAKER_NORM_EPS) for f in feats]
 
     def _piece_features(self, pieces: list[np.ndarray]) -> list[np.ndarray]:
-        """Features of every piece of the call; clip vectors of a speaker-normalised model z-scored together."""
+        """Features of every piece of the call, normalised together when the model was trained so."""
         feats = [self.features(p) for p in pieces]
         if self.normalises_over_call:
-            X = self._speaker_zscore(np.stack([f.reshape(-1) for f in feats]), "feature vectors")
-            feats = [x.reshape(f.shape) for x, f in zip(X, feats)]
+            vectors = is_vector_kind(self.feature_config)
+            feats = self._normalise_together(feats, "feature vectors" if vectors else "features", vectors)
         return feats
 
     def features(self, array: np.ndarray) -> np.ndarray:
-        """One input's features; frame features of a speaker-normalised model normalised with the input's own
-        statistics (clip vectors are normalised over the call instead, :meth:`_piece_features`)."""
-        x = extract(array, self.sampling_rate, self.feature_config)
-        if getattr(self.feature_config, "speaker_norm", False) and not is_vector_kind(self.feature_config):
-            # Training normalised with each speaker's statistics over many clips; a lone file has only its
-            # own, so it is normalised with those (utterance-level), the closest available substitute.
-            if not self._warned_speaker_norm:
-                logger.warning("%s was trained with speaker-normalised features; at inference each file is "
-                               "normalised with its own statistics (no speaker statistics are available)",
-                               self.model_dir)
-                self._warned_speaker_norm = True
-            x = _utterance_normalise(x)
-        return x
+        """One input's features as extracted (a speaker-normalised model's are normalised over the call,
+        :meth:`_piece_features`)."""
+        return extract(array, self.sampling_rate, self.feature_config)
 
     # --- chunked scoring of baseline and classic models (issue 12 predict) -------------------------------
 
@@ -235,7 +224,7 @@ class Predictor:
             owner.extend(i for i, _ in rows)
 
         pieces = [(i, piece) for i, a in enumerate(arrays) for piece in self._pieces(a, chunk_s, overlap_s)]
-        # clip vectors normalised over the call need every piece first; other features are computed as they go
+        # features normalised over the call need every piece first; others are computed as they go
         feats = (self._piece_features([p for _, p in pieces]) if self.normalises_over_call
                  else (self.features(p) for _, p in pieces))
         for (i, _), x in zip(pieces, feats):
@@ -312,7 +301,7 @@ class Predictor:
         X = self._embed(arrays, batch_size)
         if not self.embedding_config.get("speaker_norm"):
             return X
-        return self._speaker_zscore(X, "embeddings")
+        return np.stack(self._normalise_together(list(X), "embeddings", vectors=True))
 
     @torch.inference_mode()
     def _probe_outputs(self, arrays: list[np.ndarray], batch_size: int) -> np.ndarray:
@@ -432,17 +421,6 @@ class Predictor:
             for i, record in zip(ok, scored):
                 records[i] = record
         return records
-
-
-def _utterance_normalise(x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """Z-score features with the clip's own per-dimension statistics (the layouts of ser_hf.features)."""
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim == 1:
-        return x  # clip vectors: one observation, nothing to estimate statistics from
-    axis = -1 if x.ndim == 3 else 0  # (C, F, T): over time; (T, D): over frames
-    mean = x.mean(axis=axis, keepdims=True)
-    std = x.std(axis=axis, keepdims=True)
-    return ((x - mean) / np.where(std > eps, std, 1.0)).astype(np.float32)
 
 
 def _read_json(path: Path) -> dict:

@@ -239,7 +239,8 @@ def score_streaming(predictor, path: str | os.PathLike, *, batch_size: int = 8, 
                     overlap_s: float = 1.0, allow_padding: bool | None = None) -> dict:
     """One record for a long file, as ``predictor.predict_files`` gives, without holding the file in memory:
     the file is read in blocks at the model's rate and cut into the same ``chunk_s``/``overlap_s`` chunks
-    (last one aligned to the end); the chunks' raw outputs (``predictor.outputs``: logits, log-probabilities of
+    (last one aligned to the end), scored ``4 * batch_size`` at a time (a speaker-normalised model z-scores each
+    such group of chunks together, a few minutes of the recording); the chunks' raw outputs (``predictor.outputs``: logits, log-probabilities of
     a classic classifier, dimension values) are averaged, as ``ser_hf.clips.aggregate_clips`` averages the
     chunks of an input held in memory, and the record is made from the mean."""
     name = os.fspath(path)
@@ -260,12 +261,16 @@ def score_streaming(predictor, path: str | os.PathLike, *, batch_size: int = 8, 
             out_sum = out if out_sum is None else out_sum + out
             pending = []
 
+    taken = 0
+
     def take(a: int, b: int):
-        nonlocal loud
+        nonlocal loud, taken
         x = buffer[a - offset:b - offset].copy()
         loud = loud or not is_silent(x, sr)
         pending.append(x)
-        if len(pending) >= 4 * batch_size:
+        taken += 1
+        # a speaker-normalised model z-scores each scored group together: never leave a last group of one chunk
+        if len(pending) >= 4 * batch_size and len(bounds) - taken != 1:
             flush()
 
     for block in stream_blocks(name, sr):
