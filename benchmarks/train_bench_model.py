@@ -124,7 +124,7 @@ def main(argv=None) -> int:
         opt.step()
         if step % 25 == 0:
             val = macro_f1(idx["validation"])
-            history.append({"step": step, "loss": float(loss), "val_macro_f1": val})
+            history.append({"step": step, "loss": float(loss.detach()), "val_macro_f1": float(val)})
             if val > best[0]:
                 best = (val, step, ({k: v.detach().clone() for k, v in head.state_dict().items()},
                                     layer_w.detach().clone()))
@@ -165,9 +165,9 @@ def main(argv=None) -> int:
     acc = float(np.mean(probs[idx["test"]].argmax(1) == y[idx["test"]]))
     (out / "metrics.json").write_text(json.dumps({
         "recipe": "bench_w2v2_base_head", "corpus": "emodb", "split": "speaker", "fold": None, "seed": 0,
-        "speakers": split, "label_names": labels, "test": {"macro_f1": test_f1, "accuracy": acc, "uar": None},
-        "validation": {"macro_f1": best[0], "best_step": best[1]}, "history": history,
-        "encode_s": encode_s, "total_s": time.perf_counter() - t_start, "saved_vs_cache_max_abs_diff": diff},
+        "speakers": split, "label_names": labels, "test": {"macro_f1": float(test_f1), "accuracy": acc, "uar": None},
+        "validation": {"macro_f1": float(best[0]), "best_step": best[1]}, "history": history,
+        "encode_s": encode_s, "total_s": time.perf_counter() - t_start, "saved_vs_cache_max_abs_diff": float(diff)},
         indent=2) + "\n")
     print(f"wrote {out} in {time.perf_counter() - t_start:.0f} s (saved vs cached max |diff| {diff:.1e})")
     return 0

@@ -26,10 +26,11 @@ of speech time per emotion) and a <file>.timeline.png per file; without it, as J
 audio is read in blocks; a progress bar over files and segments goes to stderr (on a terminal).
 
 precision=bf16 is about 2x faster on CPUs with native bfloat16 and on GPUs, int8 (CPU) about 1.7x; both move
-probabilities by ~1e-3 (benchmarks/results/inference.md); auto picks bf16 where the device runs it natively.
-allow_padding=true batches clips of different lengths for checkpoints without attention masks (wav2vec2-base),
-at a small cost in exactness. backend=onnx runs a folder written by scripts/export.py with onnxruntime
-(precision=fp32|int8 picks its graph; default: the export's own); backend=auto (default) does so by itself.
+probabilities by ~1e-3 and flip a few % of a trained model's labels (benchmarks/results/inference.md), so
+precision=auto runs fp32 for torch folders. allow_padding=true batches clips of different lengths for
+checkpoints without attention masks (wav2vec2-base), at a small cost in exactness. backend=onnx runs a folder
+written by scripts/export.py with onnxruntime (precision=fp32|int8 picks its graph; auto, the default: int8 only
+if the export's recorded int8 quality check passed, see ser_hf/precision.py); backend=auto does so by itself.
 """
 
 import json
