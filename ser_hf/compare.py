@@ -186,12 +186,23 @@ def _same_truth(a, b) -> bool:
 
 def group_runs(paths: Sequence[str | os.PathLike]) -> dict[str, list[Path]]:
     """Group finished run folders (or cross-validation folders of them) by their metrics.json recipe,
-    in first-seen order, for ``compare.py runs=[dir,...]``."""
-    groups: dict[str, list[Path]] = {}
+    in first-seen order, for ``compare.py runs=[dir,...]``.
+
+    Two cross-validation folders of one recipe (the same recipe run with different overrides) are two
+    entries, named ``recipe [folder name]``; single fold folders of one recipe are still one entry."""
+    found: list[tuple[str, Path, Path]] = []  # (recipe, given path, run folder)
     for path in paths:
         for run_dir in discover_runs(path):
-            recipe = str(read_metrics(run_dir).get("recipe", run_dir.name))
-            groups.setdefault(recipe, []).append(run_dir)
+            found.append((str(read_metrics(run_dir).get("recipe", run_dir.name)), Path(path), run_dir))
+    cv_folders: dict[str, set[Path]] = {}
+    for recipe, given, run_dir in found:
+        if run_dir != given:  # given is a cross-validation folder
+            cv_folders.setdefault(recipe, set()).add(given)
+    groups: dict[str, list[Path]] = {}
+    for recipe, given, run_dir in found:
+        several = len(cv_folders.get(recipe, ())) > 1 or (cv_folders.get(recipe) and run_dir == given)
+        name = f"{recipe} [{given.name if run_dir != given else run_dir.parent.name}]" if several else recipe
+        groups.setdefault(name, []).append(run_dir)
     return groups
 
 

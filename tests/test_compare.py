@@ -215,6 +215,17 @@ def test_group_runs_reads_recipe_names(tmp_path):
     groups = group_runs([tmp_path / "A", b[0], b[1]])
     assert list(groups) == ["A", "B"]
     assert len(groups["A"]) == 6 and groups["B"] == b[:2]
+    # the same recipe cross-validated twice (different overrides): two entries, named by their folders
+    for fold in FOLDS:
+        speakers, files, refs = fold_clips(fold)
+        write_run(tmp_path / "A_variant" / f"fold_{fold}", fold=fold, test_speakers=speakers, files=files, refs=refs,
+                  preds=refs, recipe="A")
+    twice = group_runs([tmp_path / "A", tmp_path / "A_variant"])
+    assert list(twice) == ["A [A]", "A [A_variant]"]
+    assert twice["A [A_variant]"] == sorted((tmp_path / "A_variant").iterdir())
+    result = compare(twice, tmp_path / "cmp")
+    assert [r["recipe"] for r in result["rows"]] == ["A [A]", "A [A_variant]"]
+    assert result["rows"][1]["pooled_macro_f1"] == 1.0
 
 
 def test_vectorised_macro_f1_matches_compute_metrics():
