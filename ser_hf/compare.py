@@ -626,15 +626,21 @@ def _comparison_markdown(res: dict) -> str:
         text += f" — {verdict} at {alpha:g}"
         text += (f". McNemar: {p['recipe_a']} right and {p['recipe_b']} wrong on {p['a_right_b_wrong']} clips, "
                  f"the reverse on {p['a_wrong_b_right']}, p = {_p_text(p['mcnemar_p'])}.")
-        if p["wilcoxon_p"] is not None:
-            text += f" Wilcoxon over {p['n_folds']} folds: p = {_p_text(p['wilcoxon_p'])}."
-        if p.get("delta_gender_gap") is not None:
-            text += (f" Female − male gap: {_signed(p['gender_gap_a'])} vs {_signed(p['gender_gap_b'])}, difference "
-                     f"{_signed(p['delta_gender_gap'])} [{_signed(p['gap_ci_low'])}, {_signed(p['gap_ci_high'])}], "
-                     f"paired bootstrap p = {_p_text(p['gap_bootstrap_p'])}.")
-        lines.append(text)
+        lines.append(text + _folds_and_gap_text(p, "Female − male gap"))
     lines.append("")
     return "\n".join(lines)
+
+
+def _folds_and_gap_text(p: dict, gap_name: str) -> str:
+    """A pair's Wilcoxon-over-folds and gender-gap sentences (classification and regression comparisons)."""
+    text = ""
+    if p["wilcoxon_p"] is not None:
+        text += f" Wilcoxon over {p['n_folds']} folds: p = {_p_text(p['wilcoxon_p'])}."
+    if p.get("delta_gender_gap") is not None:
+        text += (f" {gap_name}: {_signed(p['gender_gap_a'])} vs {_signed(p['gender_gap_b'])}, difference "
+                 f"{_signed(p['delta_gender_gap'])} [{_signed(p['gap_ci_low'])}, {_signed(p['gap_ci_high'])}], "
+                 f"paired bootstrap p = {_p_text(p['gap_bootstrap_p'])}.")
+    return text
 
 
 def _value_comparison_markdown(res: dict, header: bool) -> str:
@@ -692,13 +698,7 @@ def _value_comparison_markdown(res: dict, header: bool) -> str:
                 f"{'significant' if p['significant'] else 'not significant'} at {alpha:g}.")
         differing = [t for t in targets if p[f"ccc_{t}_significant"]]
         text += f" Targets that differ significantly: {', '.join(differing) if differing else 'none'}."
-        if p["wilcoxon_p"] is not None:
-            text += f" Wilcoxon over {p['n_folds']} folds: p = {_p_text(p['wilcoxon_p'])}."
-        if p.get("delta_gender_gap") is not None:
-            text += (f" Female − male gap in mean CCC: {_signed(p['gender_gap_a'])} vs {_signed(p['gender_gap_b'])}, "
-                     f"difference {_signed(p['delta_gender_gap'])} [{_signed(p['gap_ci_low'])}, "
-                     f"{_signed(p['gap_ci_high'])}], paired bootstrap p = {_p_text(p['gap_bootstrap_p'])}.")
-        lines.append(text)
+        lines.append(text + _folds_and_gap_text(p, "Female − male gap in mean CCC"))
     lines.append("")
     return "\n".join(lines)
 

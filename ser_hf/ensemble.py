@@ -135,14 +135,19 @@ def _check_plan(members: Sequence[Member]) -> list:
     return folds
 
 
-def _aligned(member: Member, fold, split: str, keys: Sequence[tuple], label_names) -> np.ndarray:
+def _aligned_rows(member: Member, fold, split: str, keys: Sequence[tuple]) -> list[dict]:
+    """The member's ``split`` prediction rows of one fold in the order of ``keys`` (the first member's clips)."""
     rows = _rows(member.runs[fold], split)
     by_key = {(r["corpus"], r["file"]): r for r in rows}
     missing = [k for k in keys if k not in by_key]
     if missing:
         raise ValueError(f"{member.where(fold)}: {len(missing)} {split} clip(s) of the first member are missing, "
                          f"e.g. {[f for _, f in missing[:3]]}")
-    return _probs([by_key[k] for k in keys], label_names, member.where(fold))
+    return [by_key[k] for k in keys]
+
+
+def _aligned(member: Member, fold, split: str, keys: Sequence[tuple], label_names) -> np.ndarray:
+    return _probs(_aligned_rows(member, fold, split, keys), label_names, member.where(fold))
 
 
 def _simplex(m: int) -> np.ndarray:
@@ -192,13 +197,7 @@ def _values(rows: Sequence[dict], prefix: str, targets: Sequence[str], where: st
 
 
 def _aligned_values(member: Member, fold, split: str, keys: Sequence[tuple], targets) -> np.ndarray:
-    rows = _rows(member.runs[fold], split)
-    by_key = {(r["corpus"], r["file"]): r for r in rows}
-    missing = [k for k in keys if k not in by_key]
-    if missing:
-        raise ValueError(f"{member.where(fold)}: {len(missing)} {split} clip(s) of the first member are missing, "
-                         f"e.g. {[f for _, f in missing[:3]]}")
-    return _values([by_key[k] for k in keys], "pred", targets, member.where(fold))
+    return _values(_aligned_rows(member, fold, split, keys), "pred", targets, member.where(fold))
 
 
 def validation_value_weights(preds: Sequence[np.ndarray], true: np.ndarray, targets: Sequence[str]) -> np.ndarray:

@@ -430,18 +430,6 @@ def _read_json(path: Path) -> dict:
         raise ValueError(f"{path} is not valid JSON: {err}") from err
 
 
-def _task_of(config: dict, where: Path, need_labels: bool = True) -> ModelTask:
-    """The saved model's task (:meth:`ser_hf.tasks.ModelTask.from_config`: ``ser_hf_task``/``ser_hf_targets``,
-    classes from ``id2label``); an error names the file when it cannot say what the outputs are."""
-    try:
-        task = ModelTask.from_config(config)
-    except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{where}: cannot tell what the model predicts ({err})") from err
-    if need_labels and task.has_classes and not task.labels:
-        raise ValueError(f"{where} has no id2label: cannot name the predicted classes")
-    return task
-
-
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     """Dynamic int8 quantisation of the Linear layers (weights int8, activations quantised on the fly),
     for CPU inference. Uses ``torch.ao.quantization.quantize_dynamic``, deprecated by torch in favour of
@@ -518,7 +506,7 @@ def load_torch_predictor(model_dir: str | os.PathLike, *, device: str | None = N
     if (model_dir / "adapter_config.json").is_file():
         model, fe = load_adapter(model_dir, local_files_only=local_files_only)
         model = model.merge_and_unload()  # plain weights: no LoRA branch to run per forward
-        task = _task_of(model.config.to_dict(), model_dir / "adapter_config.json")
+        task = ModelTask.of_saved(model.config.to_dict(), model_dir / "adapter_config.json")
         return Predictor("adapter", model.to(dev).eval(), list(task.labels), fe.sampling_rate, model_dir,
                          feature_extractor=fe, device=dev, task=task)
 
@@ -528,12 +516,12 @@ def load_torch_predictor(model_dir: str | os.PathLike, *, device: str | None = N
                                 f"save_pretrained (transformers, ser_hf baseline or classic model)")
     config = _read_json(config_path)
     model_type = str(config.get("model_type", ""))
-    task = _task_of(config, config_path, need_labels=False)  # checked once the kind is known
+    task = ModelTask.of_saved(config, config_path, need_labels=False)  # checked once the kind is known
     labels = list(task.labels)
 
     if model_type == "ser_classic":
         clf = ClassicClassifier.from_pretrained(model_dir)
-        _task_of(config, config_path)
+        ModelTask.of_saved(config, config_path)
         if (model_dir / "embedding_config.json").is_file():
             emb = _read_json(model_dir / "embedding_config.json")
             name = emb.get("name_or_path") or emb.get("model_name_or_path")

@@ -162,12 +162,7 @@ def load_onnx_parts(model_dir: str | os.PathLike, *, precision: str = "auto", th
     config_path = model_dir / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{model_dir} has no config.json (the labels); re-export the model")
-    try:
-        task = ModelTask.from_config(json.loads(config_path.read_text()))
-    except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{config_path}: cannot tell what the model predicts ({err}); re-export the model") from err
-    if task.has_classes and not task.labels:
-        raise ValueError(f"{config_path} has no id2label: cannot name the predicted classes")
+    task = ModelTask.of_saved(json.loads(config_path.read_text()), config_path, hint="; re-export the model")
     parts = {"kind": cfg["kind"], "model": model, "labels": list(task.labels), "task": task,
              "feature_extractor": None, "feature_config": None}
     if cfg["kind"] == "transformer":

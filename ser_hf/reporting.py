@@ -38,9 +38,6 @@ PREDICTIONS_FILE = "predictions.csv"
 HISTORY_FILE = "history.json"
 
 EVAL_SPLITS = ("validation", "test")
-PREDICTION_COLUMNS = ("split", "corpus", "file", "speaker_id", "label", "prediction")
-# Regression runs: no label/prediction/prob columns, a true_<t> and pred_<t> per target instead.
-REGRESSION_PREDICTION_COLUMNS = ("split", "corpus", "file", "speaker_id")
 LEAKY_WARNING = ("LEAKY SPLIT: utterance-level random split, speakers overlap "
                  "— not a speaker-independent result")
 
@@ -58,6 +55,10 @@ PROTOCOLS = {
 
 # is_leaky and read_predictions live with the one run-folder reader (ser_hf.runfolder), re-exported here.
 from .runfolder import atomic_path, atomic_write, is_leaky, read_predictions  # noqa: E402,F401
+# predictions.csv's leading columns are the reader's (one definition); regression runs have no
+# label/prediction/prob columns, a true_<t> and pred_<t> per target instead.
+from .runfolder import CLIP_COLUMNS as REGRESSION_PREDICTION_COLUMNS  # noqa: E402
+from .runfolder import REQUIRED_PREDICTION_COLUMNS as PREDICTION_COLUMNS  # noqa: E402
 
 
 def leaky_warning(metrics: Mapping[str, Any]) -> str:
@@ -192,7 +193,6 @@ def format_classification_report(split_metrics: Mapping[str, Any], digits: int =
     present = support > 0
     prec = np.array([per_class[n]["precision"] for n in names])
     rec = np.array([per_class[n]["recall"] for n in names])
-    f1 = np.array([per_class[n]["f1"] for n in names])
     rows.append(f"{'accuracy':>{width}} {'':>9} {'':>9} {split_metrics['accuracy']:>9.{digits}f} {total:>9}")
     macro_p = float(prec[present].mean()) if present.any() else 0.0
     rows.append(row.format("macro avg", macro_p, split_metrics["uar"], split_metrics["macro_f1"], total,

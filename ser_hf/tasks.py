@@ -80,6 +80,18 @@ class ModelTask:
                 labels = labels[:-len(targets)]
         return cls(task=task, targets=targets, labels=labels)
 
+    @classmethod
+    def of_saved(cls, config: dict, where, need_labels: bool = True, hint: str = "") -> "ModelTask":
+        """:meth:`from_config` for a model folder being loaded: an error names ``where`` (the file) when the
+        config cannot say what the outputs are, or names no classes for a model that has them."""
+        try:
+            task = cls.from_config(config)
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{where}: cannot tell what the model predicts ({err}){hint}") from err
+        if need_labels and task.has_classes and not task.labels:
+            raise ValueError(f"{where} has no id2label: cannot name the predicted classes")
+        return task
+
     @property
     def output_names(self) -> tuple[str, ...]:
         """One name per raw output (the ``id2label`` of a neural model): labels, then targets."""
