@@ -544,8 +544,9 @@ def candidates_main(args, argv) -> int:
              "onnxruntime fp32", f"default path: export + backend=auto ({default_graph})":
              "onnxruntime fp32" if default_graph == "fp32" else own}
     outputs = {}
+    used = {m[1] for m in methods.values()}
     for name, pred in models.items():
-        if alias.get(name) not in models:
+        if name in used and alias.get(name) not in models:
             outputs[name] = batched(pred, big)(q_arrays)
             print(f"quality pass: {name}", flush=True)
     for name, same in alias.items():
