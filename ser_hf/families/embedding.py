@@ -73,6 +73,7 @@ class EmbeddingFamily(VectorClassifier):
             return super().fit_classifier(X, y, groups, label_names, targets)
         model = self.spec.model
         n = hidden_state_count(self.encoder)
+        metric = "macro-F1" if targets is None or label_names is not None else "mean CCC"
         tried = []
         best: tuple[float, Any, np.ndarray, ClassicClassifier] | None = None
         for layers in self.layer_search:
@@ -81,15 +82,17 @@ class EmbeddingFamily(VectorClassifier):
                                     search=model.estimator_search, **model.params)
             clf.fit(X[:, columns], y, groups=groups, score=True)
             tried.append({"layers": layers, "inner_macro_f1": clf.best_score, "best_params": clf.best_params})
-            logger.info("layer search: layers=%s inner macro-F1 %.4f %s", layers, clf.best_score, clf.best_params)
+            logger.info("layer search: layers=%s inner %s %.4f %s", layers, metric, clf.best_score, clf.best_params)
             if best is None or clf.best_score > best[0]:
                 best = (clf.best_score, layers, columns, clf)
         score, self.layers, self._columns, clf = best
-        logger.info("layer search chose layers=%s (inner macro-F1 %.4f)", self.layers, score)
+        logger.info("layer search chose layers=%s (inner %s %.4f)", self.layers, metric, score)
         if self._out is not None:
             atomic_write(self._out / LAYER_SEARCH_FILE, json.dumps(
                 {"chosen": {"layers": self.layers, "inner_macro_f1": score, "best_params": clf.best_params},
-                 "candidates": tried, "inner_cv": "speaker-grouped, training speakers only"}, indent=2) + "\n")
+                 "candidates": tried, "inner_cv": "speaker-grouped, training speakers only",
+                 # the key names say macro-F1 (the classification case); a regressor's inner score is mean CCC
+                 "inner_metric": metric}, indent=2) + "\n")
         return clf
 
     def save(self, model_dir: Path) -> None:
