@@ -45,6 +45,9 @@ import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .spec import FALSE_WORDS, TRUE_WORDS, parse_bool  # noqa: F401 (re-exported)
+from .spec import TASKS
+from .spec import task_has_labels as has_labels
+from .spec import task_has_values as has_values
 
 logger = logging.getLogger(__name__)
 
@@ -566,9 +569,8 @@ def _ownership_problem(run_dir: Path, cfg, resume: bool) -> str | None:
 REQUIRED_METRICS_KEYS = ("recipe", "corpus", "split", "fold", "seed", "speakers", "label_names", "test")
 REQUIRED_TEST_KEYS = ("macro_f1", "accuracy", "uar")
 REQUIRED_PREDICTION_COLUMNS = ("split", "corpus", "file", "speaker_id", "label", "prediction")
-# Dimensional runs (issue 14; the task contract of ser_hf.tasks, kept as plain strings here because this
-# module sits below it): metrics.json "task" and "targets"; predictions.csv true_<target>/pred_<target>.
-TASKS = ("classification", "regression", "multitask")
+# Dimensional runs (issue 14): metrics.json "task" and "targets"; predictions.csv true_<target>/pred_<target>.
+# The task names and what each predicts are the spec's (one definition, shared with ser_hf.tasks).
 CLIP_COLUMNS = ("split", "corpus", "file", "speaker_id")
 REQUIRED_VALUE_TEST_KEYS = ("ccc_mean",)
 
@@ -579,16 +581,6 @@ def run_task(metrics: Mapping[str, Any]) -> str:
     if task not in TASKS:
         raise ValueError(f"metrics.json task {task!r} is not one of {list(TASKS)}")
     return str(task)
-
-
-def has_labels(task: str) -> bool:
-    """Whether runs of ``task`` carry class labels (label/prediction/prob_* columns, macro-F1)."""
-    return task in ("classification", "multitask")
-
-
-def has_values(task: str) -> bool:
-    """Whether runs of ``task`` carry dimension values (true_<t>/pred_<t> columns, CCC)."""
-    return task in ("regression", "multitask")
 
 
 def required_metrics_keys(task: str) -> tuple[str, ...]:

@@ -878,9 +878,20 @@ class RunSpec:
 
 # ============================================================================== task (issue 14, items 3-4)
 
-TASKS = ("classification", "regression", "multitask")  # ser_hf.tasks.ModelTask reads these
-DIMENSIONS = ("arousal", "valence", "dominance")  # = ser_hf.data.labels.DIMENSIONS (tested)
-DIMENSIONAL_CORPORA = ("iemocap", "msp_podcast", "manifest")  # = ser_hf.data.labels.DIMENSIONAL_CORPORA (tested)
+TASKS = ("classification", "regression", "multitask")  # ser_hf.tasks.ModelTask and ser_hf.runfolder read these
+DIMENSIONS = ("arousal", "valence", "dominance")  # ser_hf.data.labels re-exports these
+
+
+def task_has_labels(task: str) -> bool:
+    """Whether ``task`` predicts class labels (classification, multitask): the one definition for the spec,
+    saved models (:class:`ser_hf.tasks.ModelTask`) and run folders (:mod:`ser_hf.runfolder`)."""
+    return task in ("classification", "multitask")
+
+
+def task_has_values(task: str) -> bool:
+    """Whether ``task`` predicts dimension values (regression, multitask)."""
+    return task in ("regression", "multitask")
+DIMENSIONAL_CORPORA = ("iemocap", "msp_podcast", "manifest")  # ser_hf.data.labels re-exports these
 # Families with a regression head, and those with a multitask (class logits + values) one.
 REGRESSION_FAMILIES = ("lstm", "cnn1d", "cnn2d", "cnn_lstm", "cnn7", "classic", "embedding", "transformer", "probe")
 MULTITASK_FAMILIES = ("lstm", "cnn1d", "cnn2d", "cnn_lstm", "cnn7", "transformer", "probe")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .spec import TASKS
+from .spec import TASKS, task_has_labels, task_has_values
 
 __all__ = ["ModelTask", "TASKS", "TARGETS_KEY", "TASK_KEY", "TargetScale"]
 
@@ -52,12 +52,12 @@ class ModelTask:
     @property
     def has_classes(self) -> bool:
         """True when the model outputs class logits (classification, multitask)."""
-        return self.task != "regression"
+        return task_has_labels(self.task)
 
     @property
     def has_values(self) -> bool:
         """True when the model outputs dimensional values (regression, multitask)."""
-        return self.task != "classification"
+        return task_has_values(self.task)
 
     @property
     def n_outputs(self) -> int:

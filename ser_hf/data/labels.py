@@ -11,13 +11,14 @@ means and inflates cross-corpus scores.
 
 from __future__ import annotations
 
+# The dimensions and the corpora whose rows carry them (NaN where a row has none): one definition, the spec's
+# (it checks task=regression against them before any data is read).
+from ..spec import DIMENSIONAL_CORPORA, DIMENSIONS  # noqa: F401
+
 # Corpora in their published layouts, then the two user-data builders (labels from the data).
 PUBLISHED_CORPORA = ("emodb", "ravdess", "crema_d", "iemocap", "msp_podcast", "tess", "savee", "emovo")
 USER_CORPORA = ("manifest", "folder")
 CORPORA = PUBLISHED_CORPORA + USER_CORPORA
-# Corpora whose rows carry arousal / valence / dominance (NaN where a row has none).
-DIMENSIONAL_CORPORA = ("iemocap", "msp_podcast", "manifest")
-DIMENSIONS = ("arousal", "valence", "dominance")
 # The rating scale of each corpus's dimensions (the generated twins use the same); manifest: the user's own.
 DIMENSION_SCALES = {"iemocap": (1.0, 5.0), "msp_podcast": (1.0, 7.0)}
 
