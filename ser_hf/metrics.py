@@ -181,15 +181,30 @@ def _pair(y_true, y_pred, what: str) -> tuple[np.ndarray, np.ndarray]:
     return t, p
 
 
+def ccc_many(true: np.ndarray, pred: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Lin's concordance correlation ``2·cov / (var_t + var_p + (mean_t − mean_p)²)`` (population moments,
+    as the AVEC/MSP-Podcast challenges compute it) over the clip axis (second to last) of ``true``/``pred``
+    shaped ``(..., clips, targets)``; returns ``(..., targets)``. ``weights`` ``(..., clips)`` (counts or 0/1,
+    broadcast against the clips) restricts or repeats clips, which is how a bootstrap resample or a gender group
+    is scored without copying (``ser_hf.paired_tests``). Both sides one and the same constant give 1, both
+    constant and different 0, no clips NaN. The one CCC definition: :func:`ccc` is this on one column; the
+    training loss (``ser_hf.losses``) is its torch twin, differentiable."""
+    t, p = np.asarray(true, dtype=np.float64), np.asarray(pred, dtype=np.float64)
+    w = (np.ones(t.shape[:-1]) if weights is None else np.asarray(weights, dtype=np.float64))[..., None]
+    n = w.sum(axis=-2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mt, mp = (w * t).sum(axis=-2) / n, (w * p).sum(axis=-2) / n
+        dt, dp = t - mt[..., None, :], p - mp[..., None, :]
+        vt, vp = (w * dt * dt).sum(axis=-2) / n, (w * dp * dp).sum(axis=-2) / n
+        cov = (w * dt * dp).sum(axis=-2) / n
+        denom = vt + vp + (mt - mp) ** 2
+        return np.where(denom > 0, 2 * cov / np.where(denom > 0, denom, 1.0), np.where(n > 0, 1.0, np.nan))
+
+
 def ccc(y_true, y_pred) -> float:
-    """Lin's concordance correlation coefficient ``2 cov / (var_t + var_p + (mean_t - mean_p)^2)``
-    (population moments, as the AVEC/MSP-Podcast challenges compute it). 0 when both are constant and
-    differ; 1 when both are the same constant."""
+    """:func:`ccc_many` of one pair of rating columns (checked: same length, at least 2, finite)."""
     t, p = _pair(y_true, y_pred, "ccc")
-    mt, mp = t.mean(), p.mean()
-    cov = ((t - mt) * (p - mp)).mean()
-    denom = t.var() + p.var() + (mt - mp) ** 2
-    return 1.0 if denom == 0 else float(2 * cov / denom)
+    return float(ccc_many(t[:, None], p[:, None])[0])
 
 
 def pearson(y_true, y_pred) -> float:

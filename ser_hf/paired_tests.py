@@ -21,6 +21,8 @@ from typing import Sequence
 import numpy as np
 from scipy.stats import binomtest, wilcoxon
 
+from ser_hf.metrics import ccc_many as ccc  # the one CCC definition, vectorised over resamples and groups
+
 MIN_FOLDS_WILCOXON = 5
 
 def _macro_f1_from_cms(cms: np.ndarray) -> np.ndarray:
@@ -157,24 +159,6 @@ def holm(pvalues: Sequence[float]) -> list[float]:
 # --------------------------------------------------------------------------------------------------
 # Dimensions: concordance correlation (issue 14)
 # --------------------------------------------------------------------------------------------------
-
-
-def ccc(true: np.ndarray, pred: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """Lin's concordance correlation ``2·cov / (var_t + var_p + (mean_t − mean_p)²)`` (population moments)
-    over the clip axis (second to last) of ``true``/``pred`` shaped ``(..., clips, targets)``; returns
-    ``(..., targets)``. ``weights`` ``(..., clips)`` (counts or 0/1, broadcast against the clips) restricts or repeats clips, which is how
-    a bootstrap resample or a gender group is scored without copying. Both sides one and the same constant
-    give 1, no clips NaN. Vectorised because a bootstrap needs thousands of CCCs; same definition as ``ser_hf.metrics.ccc`` (a test checks it)."""
-    t, p = np.asarray(true, dtype=np.float64), np.asarray(pred, dtype=np.float64)
-    w = (np.ones(t.shape[:-1]) if weights is None else np.asarray(weights, dtype=np.float64))[..., None]
-    n = w.sum(axis=-2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mt, mp = (w * t).sum(axis=-2) / n, (w * p).sum(axis=-2) / n
-        dt, dp = t - mt[..., None, :], p - mp[..., None, :]
-        vt, vp = (w * dt * dt).sum(axis=-2) / n, (w * dp * dp).sum(axis=-2) / n
-        cov = (w * dt * dp).sum(axis=-2) / n
-        denom = vt + vp + (mt - mp) ** 2
-        return np.where(denom > 0, 2 * cov / np.where(denom > 0, denom, 1.0), np.where(n > 0, 1.0, np.nan))
 
 
 def _bootstrap_summary(observed, deltas: np.ndarray) -> dict:
