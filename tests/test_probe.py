@@ -73,13 +73,14 @@ def test_the_mix_finds_the_informative_state(tmp_path):
 # ------------------------------------------------------------------------------------ end to end
 
 
-def tiny_short_whisper(out_dir, seconds: int = 4) -> Path:
+def tiny_short_whisper(out_dir, seconds: int = 4, encoder_layers: int = 2) -> Path:
     """A tiny random Whisper encoder-decoder whose extractor and positions cover ``seconds`` instead of 30 s
-    (the cropped geometry: fast on generated 2-3 s clips; log-mel input keeps the generated prosody)."""
+    (the cropped geometry: fast on generated 2-3 s clips; log-mel input keeps the generated prosody);
+    ``encoder_layers`` as many as the real encoder a recipe's layer candidates name (tiny.en 4, base 6)."""
     from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
 
     torch.manual_seed(0)
-    config = WhisperConfig(d_model=16, encoder_layers=2, encoder_attention_heads=2, decoder_layers=1,
+    config = WhisperConfig(d_model=16, encoder_layers=encoder_layers, encoder_attention_heads=2, decoder_layers=1,
                            decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, num_mel_bins=16,
                            max_source_positions=50 * seconds)
     WhisperModel(config).eval().save_pretrained(out_dir)
@@ -219,21 +220,29 @@ def test_probe_config_errors(tmp_path, monkeypatch):
         run(load_config([*base, "model.heads=mlp", f"output_dir={tmp_path / 'run2'}"]))
 
 
-def test_whisper_svm_recipe_runs_with_speaker_norm_and_predicts(tmp_path, monkeypatch):
-    """whisper_svm_emodb as users run it (tiny Whisper): speaker-normalised middle layer, C searched on training
-    speakers; its saved model predicts one speaker's clips as the run scored them."""
+@pytest.mark.parametrize("recipe,encoder_layers", [("whisper_svm_emodb", 4), ("whisper_base_svm_emodb", 6)])
+def test_whisper_svm_recipe_runs_with_speaker_norm_and_predicts(recipe, encoder_layers, tmp_path, monkeypatch):
+    """whisper_svm_emodb / whisper_base_svm_emodb as users run them (a tiny Whisper with as many layers as the
+    real encoder): every listed candidate scored on the training speakers, the best one saved, speaker
+    normalisation on; the saved model predicts one speaker's clips as the run scored them."""
     from ser_hf.experiment import run
     from ser_hf.inference import load_for_inference
 
     monkeypatch.setenv("SER_HF_CACHE", str(tmp_path / "cache"))
-    model_dir = tiny_short_whisper(tmp_path / "encoder")
-    out = run(load_config(["recipe=whisper_svm_emodb", f"embeddings.name_or_path={model_dir}", "embeddings.layers=[1,2]",
+    model_dir = tiny_short_whisper(tmp_path / "encoder", encoder_layers=encoder_layers)
+    listed = load_config([f"recipe={recipe}"]).model.search["layers"]
+    out = run(load_config([f"recipe={recipe}", f"embeddings.name_or_path={model_dir}",
                            "data.synthetic={speakers:6,per_class:2,seed:0}", f"data.cache_dir={tmp_path / 'ds'}",
                            *QUIET, f"output_dir={tmp_path / 'run'}"]))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["model_family"] == "embedding" and metrics["test"]["num_examples"] > 0
+    search = json.loads((out / "layer_search.json").read_text())
+    assert [c["layers"] for c in search["candidates"]] == [list(c) for c in listed]
+    assert max(i for c in listed for i in c) == encoder_layers  # the candidates reach the encoder's last state
+    assert search["chosen"]["inner_macro_f1"] == max(c["inner_macro_f1"] for c in search["candidates"])
     saved = json.loads((out / "model" / "embedding_config.json").read_text())
-    assert saved["layers"] == [1, 2] and saved["speaker_norm"] is True and saved["max_duration_s"] == 4
+    assert saved["layers"] == search["chosen"]["layers"] and saved["speaker_norm"] is True
+    assert saved["max_duration_s"] == 4
     rows = [r for r in csv.DictReader(open(out / "predictions.csv")) if r["split"] == "test"]
     mine = [r for r in rows if r["speaker_id"] == rows[0]["speaker_id"]]
     (corpus,) = (tmp_path / "cache" / "generated").iterdir()
@@ -268,7 +277,7 @@ def test_layer_search_chooses_on_training_speakers_and_equals_the_fixed_choice(t
     assert saved["layers"] == chosen["layers"]
     assert json.loads((nested / "model" / "config.json").read_text())["best_params"] == chosen["best_params"]
     layers = ",".join(str(i) for i in chosen["layers"])
-    fixed = run(load_config([*base, f"embeddings.layers=[{layers}]", f"model.search.C=[{chosen['best_params']['C']}]",
+    fixed = run(load_config([*base, "~model.search.layers", f"embeddings.layers=[{layers}]", f"model.search.C=[{chosen['best_params']['C']}]",
                              f"output_dir={tmp_path / 'fixed'}"]))
 
     def test_probs(folder):
@@ -278,7 +287,8 @@ def test_layer_search_chooses_on_training_speakers_and_equals_the_fixed_choice(t
     np.testing.assert_allclose(test_probs(nested), test_probs(fixed), atol=1e-9)
 
     with pytest.raises(SpecError, match=r"model.search.layers chooses.*embeddings.layers=\[1, 2, 3\] fixes them"):
-        run(load_config([*base, "model.search.layers=[[1],[2]]", f"output_dir={tmp_path / 'e1'}"]))
+        run(load_config([*base, "embeddings.layers=[1,2,3]", "model.search.layers=[[1],[2]]",
+                         f"output_dir={tmp_path / 'e1'}"]))
     with pytest.raises(SpecError, match=r"model.search.layers: 'mean' is not a candidate"):
         run(load_config([*base, "embeddings.layers=last", "model.search.layers=[mean]", f"output_dir={tmp_path / 'e2'}"]))
     with pytest.raises(SpecError, match=r"model.search.layers"):

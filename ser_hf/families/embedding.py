@@ -48,7 +48,7 @@ class EmbeddingFamily(VectorClassifier):
         if self.layer_search and spec.embeddings.layers != "last":
             raise SpecError(f"model.search.layers chooses the layers on the training speakers, embeddings.layers="
                             f"{spec.embeddings.layers!r} fixes them: set one of the two (embeddings.layers=last "
-                            f"or remove model.search.layers)")
+                            f"with the search, or drop it with the override ~model.search.layers)")
         self.layers = spec.embeddings.layers  # after fit with a layer search: the chosen candidate
         self._columns: np.ndarray | None = None  # ... and its columns of the all-states vectors
         self._out: Path | None = None
